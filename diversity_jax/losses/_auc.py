@@ -50,7 +50,12 @@ def mw_auc_loss(scores: jax.Array, labels: jax.Array, *, pair_mask=None,
     Sheikholeslami, Hosseini, Bechard, Daruru, Rajeswar, "Optimizing What
     Matters: AUC-Driven Learning for Robust Neural Retrieval", arXiv
     2510.00137, 2025 (MW loss: BCE over positive-minus-negative score
-    differences, Fig. 2; no public code);
+    differences, Fig. 2; no public code). Equation number not verified: the
+    stored corpora hold the abstract ("minimizing binary cross entropy over
+    score differences" of positive-negative pairs) and the Fig. 2 caption
+    (aggregated terms "summed up to obtain the final loss"), not the loss
+    equation, so the mean over pairs used here is this library's
+    normalization choice;
     Mann & Whitney, Ann. Math. Statist. 1947 (U statistic); Yan et al.,
     "Optimizing Classifier Performance via an Approximation to the
     Wilcoxon-Mann-Whitney Statistic", ICML 2003 (smooth pairwise surrogates

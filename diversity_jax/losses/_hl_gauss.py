@@ -90,9 +90,12 @@ def hl_gauss_targets(values: jax.Array, support: jax.Array,
     Farebrother et al., "Stop Regressing: Training Value Functions via
     Classification for Scalable Deep RL", ICML 2024 (arXiv 2403.03950),
     the HL-Gauss target histogram and Appendix A (JAX code); Imani & White,
-    "Improving Regression Performance with Distributional Losses", ICML 2018
-    (equation numbers not checked).
-    Cross-checked against ``hl-gauss-pytorch`` (``sigma_to_bin_ratio=0.75``).
+    "Improving Regression Performance with Distributional Losses", ICML 2018.
+    Equation numbers not verified: the stored copies of the paper (ar5iv,
+    OpenReview ``dVpFKfqF3R``) reach only the abstract, and Appendix A's
+    code is not stored. The histogram is cross-checked against the
+    pip reference ``hl-gauss-pytorch`` (``sigma_to_bin_ratio=0.75``; golden
+    values from ``tests/golden/make_hl_gauss.py``).
   """
   fn = "hl_gauss_targets"
   checks.check_floating(values, "values", fn)
@@ -131,7 +134,8 @@ def hl_gauss_loss(logits: jax.Array, values: jax.Array, *, support: jax.Array,
 
   References:
     Farebrother et al., ICML 2024 (arXiv 2403.03950), cross-entropy against
-    the HL-Gauss histogram, Appendix A; Imani & White, ICML 2018.
+    the HL-Gauss histogram, Appendix A; Imani & White, ICML 2018 (equation
+    numbers not verified; see :func:`hl_gauss_targets`).
   """
   fn = "hl_gauss_loss"
   checks.check_floating(logits, "logits", fn)
@@ -173,8 +177,10 @@ def hl_gauss_prediction(logits: jax.Array, support: jax.Array) -> jax.Array:
 
   References:
     Farebrother et al., ICML 2024 (arXiv 2403.03950), the prediction as the
-    expectation of the categorical distribution (Fig. 2) and Appendix A
-    (``transform_from_probs``).
+    expectation of the categorical distribution (Fig. 2; its caption, "the
+    prediction is taken to be the expectation of this categorical
+    distribution", checked through a quotation) and Appendix A
+    (``transform_from_probs``, not verified).
   """
   fn = "hl_gauss_prediction"
   checks.check_floating(logits, "logits", fn)

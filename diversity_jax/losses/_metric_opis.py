@@ -39,16 +39,35 @@ def opis(embeddings, labels, *, far_range, num_thresholds=101, where=None):
   :math:`> d`; :math:`\bar U(d)` is the mean over the :math:`T` classes. The
   range :math:`[d_{min}, d_{max}]` is where the false-accept rate of all
   negative pairs goes from ``far_range[0]`` to ``far_range[1]`` (numpy-linear
-  quantiles of the distances of the unordered negative pairs). The integral is the mean over
-  ``num_thresholds`` equally spaced thresholds. Distances are Euclidean between
-  L2-normalized embeddings. Classes with a single example (no positive pair)
-  are left out; 0 when no class qualifies or there is no negative pair.
+  quantiles of the distances of the unordered negative pairs). The integral is
+  the mean over ``num_thresholds`` equally spaced thresholds. Distances are
+  Euclidean between L2-normalized embeddings. Classes with a single example
+  (no positive pair) are left out; 0 when no class qualifies or there is no
+  negative pair.
 
-  Conventions note: the harmonic-mean utility, the FAR-defined range and the
-  class-mean :math:`\bar U` follow the paper's description as available here
-  (the paper's text could not be checked line by line; no reference code is
-  public). OPIS is piecewise constant in the embeddings: its gradient is 0
-  almost everywhere (evaluation only).
+  Provenance (what is and is not checked against the paper). The body of
+  arXiv:2307.04047 (Sec. 3, the OPIS and epsilon-OPIS definitions, their
+  equation numbers and any default calibration range) is not reachable with
+  the project's search tools: the stored arXiv HTML, openreview, alphaxiv,
+  sciencestack, liner and scholar pages only hold the title page and abstract,
+  and no stored code computes OPIS faithfully (no repository of the authors is
+  stored; pytorch-metric-learning ships the TCM loss only). What the available
+  text confirms: OPIS is "a variance-based metric" that "quantifies the
+  variance in the operating characteristics across classes" (abstract, v2),
+  measured in a target calibration range (abstract, v1), and a reviewer of the
+  ICLR 2024 submission describes it as "the variance of utility score derived
+  from the F-score". The harmonic mean of TPR and TNR (the F1-form), the range
+  set by a false-accept-rate interval of the negative pairs and the class mean
+  :math:`\bar U` with equal class weights are therefore this library's
+  reading, not a transcription of the paper's equations; an independent public
+  re-implementation note (an OPIS pre-registration that cites the paper) uses
+  the same three choices. Consequently ``far_range`` has no default (none
+  could be verified) and the paper's epsilon-OPIS (a variant whose existence
+  the ICLR reviews confirm; the project notes recall it as a comparison of the
+  worst and best ``epsilon`` fraction of classes) is not provided: its
+  definition could not be checked. OPIS is piecewise
+  constant in the embeddings: its gradient is 0 almost everywhere (evaluation
+  only).
 
   Memory: O(B^2) (row-sorted distances and searchsorted, no (B, B, T) tensor).
 
@@ -73,8 +92,9 @@ def opis(embeddings, labels, *, far_range, num_thresholds=101, where=None):
 
   References:
     Zhang, Xu, Tang, Fang, Wu, Tighe, Xing, "Threshold-Consistent Margin Loss
-    for Open-World Deep Metric Learning", ICLR 2024, Sec. 3 (OPIS definition)
-    (arXiv:2307.04047).
+    for Open-World Deep Metric Learning", ICLR 2024 (arXiv:2307.04047), Sec. 3
+    (OPIS definition; equation number not checked: the paper body is not
+    reachable with the search tools, see Provenance above).
   """
   fn = "opis"
   x, labels, where = pairs.validate_batch(embeddings, labels, where, fn)

@@ -51,9 +51,18 @@ def spherical_z_loss(logits: jax.Array, labels: jax.Array, *, a: float,
   References:
     de Brebisson & Vincent, "The Z-loss: a shift and scale invariant
     classification loss belonging to the Spherical Family", arXiv:1604.08859
-    (2016), Sec. 3: the Z-normalization (population variance) and
-    :math:`L_Z(o, c) = \frac1a \log(1 + e^{a(b - z_c)})` (equation number not
-    re-checked against the paper text). No official code.
+    (2016): the Z-normalization (population variance) and
+    :math:`L_Z(o, c) = \frac1a \log(1 + e^{a(b - z_c)})`. Section and
+    equation number not verified: the stored corpora hold only the abstract
+    of the paper. The ``a = 1, b = 0`` member
+    :math:`\mathrm{softplus}((\mu - o_c) / \sigma)`, with the population
+    standard deviation from the row sums of :math:`o` and :math:`o^2`, is
+    checked against the authors' Theano code (the factored output layer
+    repository, whose README links the Z-loss paper),
+    ``pascal20100/factored_output_layer@5fbe04e``
+    ``example/timing_example.py: z_loss`` (which adds ``1e-12`` to
+    :math:`\sigma`; ``eps`` here is added to the variance); the general
+    ``a, b`` form against a brute-force numpy formula.
   """
   fn = "spherical_z_loss"
   checks.check_logits_and_labels(logits, labels, fn)
@@ -103,7 +112,9 @@ def log_partition_penalty(logits: jax.Array, *, coeff: float = 1e-4,
   References:
     Chowdhery et al., "PaLM: Scaling Language Modeling with Pathways", JMLR
     2023 (arXiv:2204.02311), Sec. 5 "Training Setup", loss function paragraph
-    (``z_loss = 1e-4 * log^2 Z``). Reference implementation: t5x
+    (unnumbered, inline: "an auxiliary loss of z_loss = 1e-4 log^2 Z"; the
+    sentence checked through a verbatim quotation, the section number not
+    verified). Reference implementation: t5x
     ``t5x/losses.py: cross_entropy_with_logits`` (``z_loss * square(lse)``).
   """
   fn = "log_partition_penalty"

@@ -1,8 +1,13 @@
 """OPIS against a brute-force numpy computation written from the definition.
 
-No reference code for OPIS is public; the reference below follows the
-definition in the docstring (paper Sec. 3) with explicit per-class pair lists,
-``np.quantile`` and ``np.linspace``, sharing no code with the library.
+No reference code for OPIS is stored, and the body of the paper (Sec. 3 of
+arXiv:2307.04047) is not reachable with the search tools (see the Provenance
+paragraph of ``opis``): the reference below follows the definition stated in
+the docstring (F1-form utility of TPR / TNR, FAR-quantile calibration range,
+class-mean), with explicit per-class pair lists, ``np.quantile`` and
+``np.linspace``, sharing no code with the library. Independent of that
+reading, ``test_opis_invariances`` checks properties any OPIS must have
+(rotation / relabelling invariance, 0 for congruent classes).
 """
 
 import itertools
@@ -78,6 +83,35 @@ def test_opis_where_singletons_and_degenerate_sets():
     out = f(x, labels, np.ones(len(y), bool))
     assert out == 0.0                            # no negatives / no positives
   assert f(x, y, np.zeros(len(y), bool)) == 0.0
+
+
+def _rotation(theta):
+  c, s = np.cos(theta), np.sin(theta)
+  return np.array([[c, -s], [s, c]])
+
+
+def test_opis_invariances():
+  f = jax.jit(lambda a, b: losses.opis(a, b, far_range=(0.1, 0.9),
+                                       num_thresholds=33))
+  # Three congruent classes: class k is class 0 rotated by 2 pi k / 3, so
+  # every class sees the same positive and negative distances: OPIS = 0.
+  base = np.array([[np.cos(a), np.sin(a)] for a in (0.0, 0.31, -0.52, 0.77)])
+  x = np.concatenate([base @ _rotation(2 * np.pi * k / 3).T for k in range(3)])
+  y = np.repeat(np.arange(3), len(base)).astype(np.int32)
+  assert float(f(x.astype(np.float32), y)) < 1e-7
+  # Spreading one class breaks the symmetry.
+  x_wide = x.copy()
+  wide = np.array([[np.cos(a), np.sin(a)] for a in (0.0, 0.9, -1.1, 0.5)])
+  x_wide[:4] = wide
+  value = float(f(x_wide.astype(np.float32), y))
+  assert value > 1e-3
+  # Rotating every embedding, rescaling them and renaming the classes changes
+  # nothing.
+  x_rot = 3.0 * x_wide @ _rotation(1.234).T
+  np.testing.assert_allclose(f(x_rot.astype(np.float32), (y + 1) % 3 * 7),
+                             value, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(value, _opis_reference(x_wide, y, (0.1, 0.9), 33),
+                             rtol=1e-4, atol=1e-6)
 
 
 def test_opis_bad_inputs():

@@ -2,7 +2,11 @@
 
 References (written here independently of the implementation, float64):
 Z-loss  softplus(a (b - z_y)) / a with z_y = (o_y - mean o) / std o (ddof 0),
-de Brebisson & Vincent 2016; PaLM z-loss  coeff * log(sum exp o)^2.
+de Brebisson & Vincent 2016; PaLM z-loss  coeff * log(sum exp o)^2. The
+a = 1, b = 0 member is also checked against a numpy port of the co-author's
+Theano code (pascal20100/factored_output_layer@5fbe04e,
+example/timing_example.py: z_loss), which works from the row sums
+s = sum o and q = sum o^2.
 """
 
 import jax
@@ -31,6 +35,24 @@ def test_spherical_z_loss_matches_numpy(a, b):
   got = jax.jit(lambda x, t: losses.spherical_z_loss(x, t, a=a, b=b, eps=0.0))(
       o, y)
   np.testing.assert_allclose(got, _brute_z(o, y, a, b), rtol=1e-5, atol=1e-6)
+
+
+def _authors_z_loss_a1_b0(o, y, eps=1e-12):
+  """Port of z_loss(AT, q, s) of the authors' Theano example (summed)."""
+  o = np.asarray(o, np.float64)
+  n = o.shape[-1]
+  s, q = o.sum(-1), np.square(o).sum(-1)
+  mu = s / n
+  sigma = np.sqrt(q / n - mu ** 2)
+  target = o[np.arange(len(y)), y]
+  return np.sum(np.logaddexp(0.0, (mu - target) / (sigma + eps)))
+
+
+def test_spherical_z_loss_matches_authors_code():
+  o, y = _data(b=6, k=5, seed=3)
+  got = jax.jit(lambda x, t: jnp.sum(
+      losses.spherical_z_loss(x, t, a=1.0, b=0.0, eps=0.0)))(o, y)
+  np.testing.assert_allclose(got, _authors_z_loss_a1_b0(o, y), rtol=1e-5)
 
 
 def test_spherical_z_loss_shift_scale_invariant_and_constant_logits():
