@@ -34,18 +34,20 @@ B, E = 128, 4                 # single-domain batch; E domains of B // E
 N_TRAIN = 1024
 PROBES = 2
 
-# (name, passes note)
+# (name, passes note); F = forward matmul work, f1 = the first layer's (a
+# plain step is 3F - f1: forward, weight gradients, input gradients but the
+# first layer's).
 RULES = [
     ("sam", "2 (fwd+bwd at w, fwd+bwd at w+e)"),
     ("asam", "2"),
-    ("gnp_exact", "~2-3 (grad + forward-over-reverse HVP)"),
+    ("gnp_exact", "grad + HVP tangent (floor 1+(6F-4f1)/(3F-f1): 2.75 dots)"),
     ("gnp_fd", "2 (grad at w and at w + r g/|g|)"),
     ("saf", "1 (fused fwd+bwd; trainer's grad is dead code)"),
-    ("mesa", "~1.4 (EMA-model forward + fused fwd+bwd)"),
+    ("mesa", "EMA fwd + fused fwd+bwd (floor 1+F/(3F-f1): 1.375 dots)"),
     ("hgp", "per domain: head grad + HVP, differentiated once more"),
     ("hutchinson", f"per domain: head grad + {PROBES} HVPs, differentiated"),
-    ("udim", "~8 (double backprop in x, SAM step, per-example head grads "
-             "on 2B and their backward)"),
+    ("udim", "double backprop in x, SAM step, per-example head grads "
+             "on 2B and their backward"),
 ]
 DOMAIN_RULES = {"hgp", "hutchinson"}
 
@@ -149,6 +151,71 @@ def run_jax(rounds, iters):
 # PyTorch (DomainBed-style reference implementations, written for this file)
 
 
+def torch_udim_grads(params, features, head, x, y, *, rho, syn_lr,
+                     worst_weight, dim=0):
+  """One UDIM step's gradient in PyTorch, as the authors' IADA_FINAL.step.
+
+  Transcribed (not copied) from aailabkaist/UDIM (the code of
+  SJShin-AI/UDIM), ``UDIM_main/domainbed/iada/iada_final.py``: ``get_grad``
+  (clean gradient with ``create_graph``, SAM's ``e = rho g / ||g||``, input
+  gradient of ``CE + rho ||g||``), ``perturb_instances`` (``x + syn_lr *
+  F.normalize(grad_x, dim=0)``; ``dim=1`` normalizes per instance),
+  ``sam_compute_grad`` (gradient at ``w + e`` on the clean batch),
+  ``inconsistency_compute_grad`` (per-example gradients of the linear
+  ``head`` on ``[x; x_syn]``, written out as the outer products backpack's
+  ``BatchGrad``/``BatchL2Grad`` compute; Fishr-style variance distance +
+  mean squared per-example norm of the ``x_syn`` half, each head tensor
+  divided by its size) and ``merge_grad``. ``params`` (leaf tensors, the
+  head's weight and bias last) are perturbed in place and restored.
+
+  Returns:
+    ``(grads, inconsistency)``: the update direction for each of ``params``
+    and the inconsistency value.
+  """
+  import torch
+  import torch.nn.functional as F
+  from torch import autograd
+
+  def norm(ts):
+    return torch.norm(torch.stack([t.norm(2) for t in ts]), 2)
+
+  xs = x.clone().requires_grad_(True)
+  loss = F.cross_entropy(head(features(xs)), y)
+  g = autograd.grad(loss, params, create_graph=True)
+  gnorm = norm(g)
+  es = [gi.detach() * (rho / gnorm.detach()) for gi in g]
+  (s,) = autograd.grad(loss + rho * gnorm, xs)
+  x_syn = (xs + syn_lr * F.normalize(s, p=2.0, dim=dim)).detach()
+  with torch.no_grad():
+    for p, e in zip(params, es):
+      p.add_(e)
+  g_sam = autograd.grad(F.cross_entropy(head(features(x)), y), params)
+  with torch.no_grad():
+    for p, e in zip(params, es):
+      p.sub_(e)
+  feats = features(torch.cat([x, x_syn]))
+  logits = head(feats)
+  (delta,) = autograd.grad(
+      F.cross_entropy(logits, torch.cat([y, y]), reduction="sum"), logits,
+      create_graph=True)                                  # (2B, K)
+  per_ex = [(delta[:, :, None] * feats[:, None, :]).flatten(1), delta]
+  nb = x.shape[0]
+  v_clean, v_syn, norm_term = [], [], 0.0
+  for gr in per_ex:                                       # weight, bias
+    clean, syn = gr[:nb], gr[nb:]
+    m = clean.mean(0, keepdim=True)
+    v_clean.append((clean - m).pow(2).mean(0))
+    v_syn.append((syn - m).pow(2).mean(0))
+    norm_term = norm_term + syn.pow(2).sum(1).mean() / gr.shape[1]
+  v_clean, v_syn = torch.cat(v_clean), torch.cat(v_syn)
+  v_bar = (v_clean + v_syn) / 2
+  inc = ((v_clean - v_bar).pow(2).mean()
+         + (v_syn - v_bar).pow(2).mean()) / 2 + norm_term
+  g_inc = autograd.grad(inc, params)
+  grads = [a + worst_weight * b for a, b in zip(g_sam, g_inc)]
+  return grads, float(inc.detach())
+
+
 def run_torch(rounds, iters):
   import copy
   import torch
@@ -169,8 +236,11 @@ def run_torch(rounds, iters):
           lin.weight.copy_(torch.tensor(ww.T))
           lin.bias.zero_()
 
+    def features(self, z):
+      return F.relu(self.l2(F.relu(self.l1(z))))
+
     def forward(self, z):
-      return self.head(F.relu(self.l2(F.relu(self.l1(z)))))
+      return self.head(self.features(z))
 
   def norm(ts):
     return torch.norm(torch.stack([t.norm(2) for t in ts]), 2)
@@ -277,7 +347,15 @@ def run_torch(rounds, iters):
       (mean_nll + pen).backward()
       opt.step()
 
+    def udim():
+      grads, _ = torch_udim_grads(params, model.features, model.head, x, y,
+                                  rho=0.05, syn_lr=10.0, worst_weight=1.0)
+      for p, g in zip(params, grads):
+        p.grad = g
+      opt.step()
+
     return {
+        "udim": udim,
         "plain": plain, "sam": lambda: sam_like(0.05),
         "asam": lambda: sam_like(0.5, adaptive=True),
         "gnp_exact": gnp_exact, "gnp_fd": lambda: sam_like(0.05, combine=2.0),
@@ -285,7 +363,7 @@ def run_torch(rounds, iters):
         "hutchinson": lambda: align("hutchinson"),
     }[name]
 
-  names = ["plain"] + [r for r, _ in RULES if r != "udim"]
+  names = ["plain"] + [r for r, _ in RULES]
   fns = {n: make(n) for n in names}
   for n in names:
     for _ in range(2):

@@ -123,12 +123,22 @@ def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
     >>> u, state = tx.update(g, state, params, loss_fn=loss_fn, batch=batch)
 
   References:
-    Foret et al., `Sharpness-Aware Minimization for Efficiently Improving
-    Generalization <https://arxiv.org/abs/2010.01412>`_, ICLR 2021, Eqs. 1-3
-    (code: google-research/sam).
-    Kwon et al., `ASAM: Adaptive Sharpness-Aware Minimization for
-    Scale-Invariant Learning <https://arxiv.org/abs/2102.11600>`_, ICML 2021,
-    Eq. 9 (code: SamsungLabs/ASAM).
+    Foret, Kleiner, Mobahi and Neyshabur, `Sharpness-Aware Minimization for
+    Efficiently Improving Generalization <https://arxiv.org/abs/2010.01412>`_,
+    ICLR 2021: Eq. 1 (the SAM objective, whose ``max_e L(w + e) - L(w)`` is
+    ``state.sharpness``), Eq. 2 (``e(w)``; ``p = 2`` gives
+    ``rho g / ||g||``), Eq. 3 (gradient at ``w + e(w)``, second-order terms
+    dropped), Sec. 4.1 (m-sharpness).
+    Kwon, Kim, Park and Choi, `ASAM: Adaptive Sharpness-Aware Minimization
+    for Scale-Invariant Learning <https://arxiv.org/abs/2102.11600>`_, ICML
+    2021, Eq. 9 (the ``p = 2`` adaptive perturbation ``rho T_w^2 g /
+    ||T_w g||``) with ``T_w = |w| + eta`` (Sec. 3.3).
+    The equation numbers are those of the arXiv versions and could not be
+    re-read here (the stored copies hold only the abstracts); the
+    perturbations and defaults were checked against the authors' code:
+    SamsungLabs/ASAM ``asam.py`` (``SAM.ascent_step``: ``rho g / (||g|| +
+    1e-16)``; ``ASAM.ascent_step``: ``T_w`` on ``'weight'`` tensors only,
+    ``rho = 0.5``, ``eta = 0.01``).
   """
   fn = "sam"
   checks.check_nonnegative(rho, "rho", fn)
