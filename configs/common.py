@@ -25,9 +25,12 @@ def default_hparams() -> ml_collections.ConfigDict:
   h.saf_tau = 5.0              # temperature
   h.mesa_lambda = 0.3
   h.mesa_decay = 0.9998
-  h.gnp_lambda = 0.1
-  h.hgp_hessian_weight = 0.5   # authors' penalty_alpha
-  h.hgp_grad_weight = 0.5      # authors' penalty_beta
+  h.gnp_lambda = 0.08          # Zhao et al. 2022 recipes (zhaoyang-0204/gnp)
+  # Hemati et al. 2023, authors' hparams_registry: penalty_alpha (Hessian
+  # term; HGP 1e-4, Hutchinson 1e-3) and penalty_beta (gradient term).
+  h.hgp_hessian_weight = 1e-4
+  h.hutchinson_hessian_weight = 1e-3
+  h.hgp_grad_weight = 5e-3
   h.hutchinson_num_probes = 10
   # DomainBed defaults (hparams_registry.py).
   h.irm_lambda = 1e2
@@ -37,6 +40,7 @@ def default_hparams() -> ml_collections.ConfigDict:
   h.coral_gamma = 1.0
   h.fishr_lambda = 1e3
   h.fishr_anneal_steps = 1500
+  h.fishr_ema = 0.95           # EMA of the per-domain gradient variances
   return h
 
 
@@ -70,6 +74,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.num_devices = 0          # 0 -> all devices
   c.progress_bar = True
+  # DomainBed re-creates Adam when a penalty warm-up ends (IRM, VREx, Fishr
+  # with anneal_steps > 0); False keeps the optimizer state across it.
+  c.reset_optimizer_at_anneal = True
+  # 'tfds:<name>' datasets: 'auto' streams batches from disk (as_data_source)
+  # when the dataset is too large to hold in memory; 'on' / 'off' force it.
+  c.streaming = "auto"
+  # 'tfds:<name>' datasets whose images vary in size (e.g. domainnet): resize
+  # to image_size x image_size (DomainBed: 224). 0: images as stored.
+  c.image_size = 0
   return c
 
 

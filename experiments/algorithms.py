@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
 
 import diversity_jax
 
@@ -34,9 +38,13 @@ class Algorithm:
     penalty_anneal: ``config.hparams`` key of the warm-up length: the weight
       is ``warmup_weight`` before that step and ``penalty_weight`` from it on
       (DomainBed ``algorithms.py``: IRM and VREx use 1 during warm-up, Fishr
-      0). DomainBed also resets Adam at the end of the warm-up; this trainer
-      does not (the optimizer state is part of the one jitted step).
+      0). As in DomainBed, the optimizer is re-created (its state reset to a
+      fresh ``init``) at that step when it is > 0, see
+      :func:`reset_optimizer_at` (``config.reset_optimizer_at_anneal``).
     warmup_weight: penalty weight during the warm-up.
+    penalty_ema: ``config.hparams`` key of the EMA decay of a stateful
+      penalty (Fishr's per-domain gradient variances, DomainBed ``ema``), or
+      None for a stateless one.
   """
   transform: Optional[str] = None
   hparams: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -45,6 +53,7 @@ class Algorithm:
   penalty_weight: Optional[str] = None
   penalty_anneal: Optional[str] = None
   warmup_weight: float = 1.0
+  penalty_ema: Optional[str] = None
 
 
 ALGORITHMS: Mapping[str, Algorithm] = {
@@ -64,7 +73,8 @@ ALGORITHMS: Mapping[str, Algorithm] = {
                               "grad_weight": "hgp_grad_weight"}),
     "hutchinson": Algorithm(transform="hessian_alignment",
                             static={"method": "hutchinson"},
-                            hparams={"hessian_weight": "hgp_hessian_weight",
+                            hparams={"hessian_weight":
+                                         "hutchinson_hessian_weight",
                                      "grad_weight": "hgp_grad_weight",
                                      "num_probes": "hutchinson_num_probes"}),
     "irm": Algorithm(penalty="irm_penalty", penalty_weight="irm_lambda",
@@ -72,10 +82,10 @@ ALGORITHMS: Mapping[str, Algorithm] = {
     "vrex": Algorithm(penalty="vrex_penalty", penalty_weight="vrex_lambda",
                       penalty_anneal="vrex_anneal_steps"),
     "coral": Algorithm(penalty="coral_penalty", penalty_weight="coral_gamma"),
-    # Fishr without DomainBed's EMA (0.95) of the per-domain variances.
+    # Fishr with DomainBed's EMA (0.95) of the per-domain variances.
     "fishr": Algorithm(penalty="fishr_penalty", penalty_weight="fishr_lambda",
                        penalty_anneal="fishr_anneal_steps",
-                       warmup_weight=0.0),
+                       warmup_weight=0.0, penalty_ema="fishr_ema"),
 }
 
 ALGORITHM_NAMES = tuple(ALGORITHMS)
@@ -145,3 +155,80 @@ def penalty_hparams(algo_name: str, hparams: Mapping[str, Any]):
   weight = float(hparams[algo.penalty_weight]) if algo.penalty_weight else 0.0
   anneal = int(hparams[algo.penalty_anneal]) if algo.penalty_anneal else 0
   return weight, anneal
+
+
+def penalty_ema(algo_name: str, hparams: Mapping[str, Any]) -> Optional[float]:
+  """EMA decay of the algorithm's stateful penalty, or None (stateless)."""
+  algo = get_algorithm(algo_name)
+  return float(hparams[algo.penalty_ema]) if algo.penalty_ema else None
+
+
+class ResetState(NamedTuple):
+  """State of :func:`reset_optimizer_at`.
+
+  Attributes:
+    count: number of updates applied so far (int32), checkpointed with the
+      rest of the state so a resumed run resets at the same step.
+    inner_state: the wrapped optimizer's state.
+  """
+  count: jax.Array
+  inner_state: Any
+
+
+def reset_optimizer_at(inner: optax.GradientTransformation,
+                       reset_step: int) -> optax.GradientTransformationExtraArgs:
+  r"""Re-creates ``inner`` (fresh ``init`` state) at update ``reset_step``.
+
+  DomainBed's IRM, VREx and Fishr build a new ``torch.optim.Adam`` when
+  ``update_count == penalty_anneal_iters``, just before that update's
+  ``optimizer.step()`` ("Reset Adam, because it doesn't like the sharp jump
+  in gradient magnitudes that happens at this step"). The new Adam starts
+  with zero moments and step 0, so its bias correction restarts too. Here,
+  with ``t`` the number of updates applied before the current one::
+
+    s_in = inner.init(params) if t == reset_step else s_{t}
+    u_t, s_{t+1} = inner.update(g_t, s_in, params)
+
+  so the update of step ``reset_step`` is the first update of a fresh
+  optimizer. The choice is a ``jnp.where`` over the state tree keyed on a
+  counter kept in the state: one trace, no retrace, resume-safe.
+
+  Args:
+    inner: the optimizer to reset (e.g. ``optax.adam(lr)``).
+    reset_step: the 0-based update index at which the state is reset; ``0``
+      is a no-op (the state is fresh then anyway).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` with state
+    :class:`ResetState`; extra arguments are passed on to ``inner``.
+
+  Example:
+    >>> tx = reset_optimizer_at(optax.adam(1e-3), 500)
+    >>> state = tx.init({'w': jnp.zeros(3)})
+
+  References:
+    Gulrajani & Lopez-Paz, "In Search of Lost Domain Generalization", ICLR
+    2021, ``domainbed/algorithms.py`` (``IRM.update``, ``VREx.update``,
+    ``Fishr.update``); Arjovsky et al. 2019, Sec. 5 / Eq. 5 (IRMv1 penalty
+    annealing).
+  """
+  if isinstance(reset_step, bool) or not isinstance(reset_step, int) or (
+      reset_step < 0):
+    raise ValueError("reset_optimizer_at: `reset_step` must be an int >= 0, "
+                     f"got {reset_step!r}")
+  inner = optax.with_extra_args_support(inner)
+
+  def init_fn(params):
+    return ResetState(jnp.zeros([], jnp.int32), inner.init(params))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    fresh = inner.init(params if params is not None else updates)
+    reset = state.count == reset_step
+    inner_state = jax.tree.map(lambda f, s: jnp.where(reset, f, s), fresh,
+                               state.inner_state)
+    updates, inner_state = inner.update(updates, inner_state, params,
+                                        **extra_args)
+    return updates, ResetState(optax.safe_int32_increment(state.count),
+                               inner_state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -16,10 +16,12 @@ import jax.numpy as jnp
 import optax
 
 import diversity_jax
+from diversity_jax.data import _datasets
 from experiments import algorithms
 from experiments import models
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
+STREAMING = _datasets.STREAMING
 BUILTIN_LOSSES = ("cross_entropy",)
 OFFLINE_DATASETS = ("rotated_mnist", "colored_mnist", "digits_rotated", "mock")
 
@@ -112,12 +114,18 @@ def _check_loss(name: str, kwargs: dict) -> None:
 def _check_hparams(config) -> None:
   algo = algorithms.get_algorithm(config.algorithm)
   keys = list(algo.hparams.values())
-  keys += [k for k in (algo.penalty_weight, algo.penalty_anneal) if k]
+  keys += [k for k in (algo.penalty_weight, algo.penalty_anneal,
+                       algo.penalty_ema) if k]
   for key in keys:
     if key not in config.hparams:
       _fail(f"hparams.{key}", f"missing (needed by algorithm "
             f"{config.algorithm!r})")
-    if key.endswith("_steps"):
+    if key.endswith("_ema"):
+      value = config.hparams[key]
+      if isinstance(value, bool) or not isinstance(value, numbers.Real) or (
+          not 0 <= value < 1):
+        _fail(f"hparams.{key}", f"must be a number in [0, 1), got {value!r}")
+    elif key.endswith("_steps"):
       _check_int(config.hparams, key, 0, "hparams.")
     elif key.endswith("_probes"):
       _check_int(config.hparams, key, 1, "hparams.")
@@ -169,6 +177,21 @@ def validate_config(config) -> None:
                 "log_every", "checkpoint_every", "keep_checkpoints"):
     _check_int(config, field, 1)
   _check_int(config, "num_devices", 0)
+  if not isinstance(config.get("reset_optimizer_at_anneal", True), bool):
+    _fail("reset_optimizer_at_anneal", "must be True or False, got "
+          f"{config.reset_optimizer_at_anneal!r}")
+  if config.get("streaming", "auto") not in STREAMING:
+    _fail("streaming", f"unknown value {config.streaming!r}; valid choices: "
+          f"{list(STREAMING)}")
+  if "image_size" in config:
+    _check_int(config, "image_size", 0)
+  if config.get("image_size", 0) and not config.dataset.startswith("tfds:"):
+    _fail("image_size", f"resizes 'tfds:<name>' datasets only; dataset "
+          f"{config.dataset!r} has a fixed image size (use 0)")
+  if config.get("streaming", "auto") == "on" and not config.dataset.startswith(
+      "tfds:"):
+    _fail("streaming", f"'on' is only for 'tfds:<name>' datasets; "
+          f"{config.dataset!r} is small and always held in memory")
   _check_int(config, "seed", 0)
   n_dev = config.num_devices or jax.device_count()
   if n_dev > jax.device_count():

@@ -46,9 +46,16 @@ from experiments import penalties
 
 
 class TrainState(NamedTuple):
+  """Everything a step reads and writes (checkpointed as one pytree).
+
+  ``penalty_state``: the DG penalty's state across steps (Fishr's EMA of the
+  per-domain gradient variances, ``penalties.FishrEMAState``), ``()`` for
+  stateless penalties.
+  """
   step: jax.Array
   params: Any
   opt_state: Any
+  penalty_state: Any = ()
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -59,18 +66,32 @@ class NonFiniteLossError(FloatingPointError):
 def _load_dataset(config):
   from diversity_jax import data  # pylint: disable=g-import-not-at-top
   kwargs = {"download": True} if config.get("download", False) else {}
+  if config.dataset.startswith("tfds:"):
+    kwargs["streaming"] = config.get("streaming", "auto")
+    kwargs["image_size"] = config.get("image_size", 0)
   return data.load(config.dataset, data_dir=config.data_dir or None, **kwargs)
 
 
 def _splits(config, ds, test_domain: Optional[str]):
-  """(train_in per train domain, val per train domain, test_in, test_out)."""
+  """(train_in per train domain, val per train domain, test_in, test_out).
+
+  Each part is an ``(x, y)`` pair, or a lazily read source when ``ds``
+  streams (the same examples: the split is made on indices).
+  """
   from diversity_jax import data  # pylint: disable=g-import-not-at-top
   train_in, val = {}, {}
   test_in = test_out = None
   for i, domain in enumerate(ds.domains):
-    x, y = ds.arrays(domain)
-    inn, out = data.split_holdout(x, y, holdout_fraction=config.holdout_fraction,
-                                  seed=config.seed + i)
+    if ds.streaming:
+      src = ds.source(domain)
+      in_idx, out_idx = data.holdout_indices(
+          len(src), holdout_fraction=config.holdout_fraction,
+          seed=config.seed + i)
+      inn, out = src.subset(in_idx), src.subset(out_idx)
+    else:
+      x, y = ds.arrays(domain)
+      inn, out = data.split_holdout(
+          x, y, holdout_fraction=config.holdout_fraction, seed=config.seed + i)
     if domain == test_domain:
       test_in, test_out = inn, out
     else:
@@ -82,7 +103,7 @@ def _splits(config, ds, test_domain: Optional[str]):
 
 
 # --------------------------------------------------------------- model ----
-def _make_optimizer(config) -> optax.GradientTransformation:
+def _base_optimizer(config) -> optax.GradientTransformation:
   lr, wd = config.learning_rate, config.weight_decay
   if config.optimizer == "adam":
     opt = optax.adam(lr)
@@ -94,8 +115,23 @@ def _make_optimizer(config) -> optax.GradientTransformation:
   return optax.chain(optax.add_decayed_weights(wd), opt) if wd else opt
 
 
+def _make_optimizer(config) -> optax.GradientTransformation:
+  """The base optimizer; re-created at the end of a penalty warm-up.
+
+  DomainBed's IRM / VREx / Fishr build a fresh Adam at update
+  ``penalty_anneal_iters`` (> 0); here ``algorithms.reset_optimizer_at``
+  does it inside the jitted step (``config.reset_optimizer_at_anneal``,
+  default True).
+  """
+  opt = _base_optimizer(config)
+  _, anneal = algorithms.penalty_hparams(config.algorithm, config.hparams)
+  if anneal > 0 and config.get("reset_optimizer_at_anneal", True):
+    opt = algorithms.reset_optimizer_at(opt, anneal)
+  return opt
+
+
 def make_loss_fn(model, per_example_loss, config, penalty_fn):
-  """``loss_fn(params, batch, step) -> (loss, aux)`` for stacked domains.
+  """``loss_fn(params, batch, step, penalty_state=()) -> (loss, aux)``.
 
   ``batch['x']`` is (E, B, ...) and ``batch['y']`` (E, B); a rule that vmaps
   over the domain axis calls it with (B, ...) / (B,) and gets a single-domain
@@ -103,6 +139,10 @@ def make_loss_fn(model, per_example_loss, config, penalty_fn):
 
     loss = mean_e R_e + w(step) * penalty,
     w(step) = warmup_weight if step < anneal_steps else penalty_weight
+
+  A stateful penalty (Fishr's EMA) reads ``penalty_state`` and returns the
+  next one in ``aux['penalty_state']`` (the trainer carries it in
+  ``TrainState``); a single-domain call uses the stateless penalty.
 
   Example:
     >>> loss_fn = make_loss_fn(model, optax.softmax_cross_entropy_with_integer_labels,
@@ -115,8 +155,9 @@ def make_loss_fn(model, per_example_loss, config, penalty_fn):
   """
   algo = algorithms.get_algorithm(config.algorithm)
   weight, anneal = algorithms.penalty_hparams(config.algorithm, config.hparams)
+  ema = algorithms.penalty_ema(config.algorithm, config.hparams)
 
-  def loss_fn(params, batch, step):
+  def loss_fn(params, batch, step, penalty_state=()):
     x, y = batch["x"], batch["y"]
     single = y.ndim == 1
     if single:
@@ -134,18 +175,20 @@ def make_loss_fn(model, per_example_loss, config, penalty_fn):
     aux = {"logits": logits, "per_example_loss": pel,
            "domain_losses": domain_losses}
     if penalty_fn is not None:
-      value = penalties.compute(
+      value, new_state = penalties.compute(
           algo.penalty, penalty_fn, logits=logits, labels=y,
           domain_losses=domain_losses,
           features=jnp.reshape(features, (e, b, -1)),
-          head_params=params["head"], per_example_loss=per_example_loss)
+          head_params=params["head"], per_example_loss=per_example_loss,
+          state=() if single else penalty_state, ema=ema)
       w = jnp.where(step >= anneal, weight, algo.warmup_weight)
       loss = loss + w * value
       aux["penalty"] = value
+      aux["penalty_state"] = penalty_state if single else new_state
     if single:
       aux = {"logits": logits[0], "per_example_loss": pel[0],
-             "domain_losses": domain_losses, **(
-                 {"penalty": aux["penalty"]} if "penalty" in aux else {})}
+             "domain_losses": domain_losses,
+             **{k: aux[k] for k in ("penalty", "penalty_state") if k in aux}}
     return loss, aux
 
   return loss_fn
@@ -170,7 +213,8 @@ def _rule_scalars(opt_state) -> Dict[str, jax.Array]:
 
 def make_train_step(loss_fn, tx, base_key):
   def train_step(state: TrainState, batch):
-    step_loss = functools.partial(_call_with_step, loss_fn, state.step)
+    step_loss = functools.partial(_call_with_step, loss_fn, state.step,
+                                  state.penalty_state)
     (loss, aux), grads = jax.value_and_grad(step_loss, has_aux=True)(
         state.params, batch)
     key = jax.random.fold_in(base_key, state.step)
@@ -184,12 +228,13 @@ def make_train_step(loss_fn, tx, base_key):
     if "penalty" in aux:
       out["penalty"] = aux["penalty"]
     out.update(_rule_scalars(opt_state))
-    return TrainState(state.step + 1, params, opt_state), out
+    penalty_state = aux.get("penalty_state", state.penalty_state)
+    return TrainState(state.step + 1, params, opt_state, penalty_state), out
   return train_step
 
 
-def _call_with_step(loss_fn, step, params, batch):
-  return loss_fn(params, batch, step)
+def _call_with_step(loss_fn, step, penalty_state, params, batch):
+  return loss_fn(params, batch, step, penalty_state)
 
 
 def _make_mesh(config):
@@ -204,7 +249,34 @@ class _EvalSet(NamedTuple):
   mask: jax.Array
 
 
-def _eval_set(x, y, eval_batch: int, mesh) -> _EvalSet:
+class _StreamedEvalSet(NamedTuple):
+  """An eval split read chunk by chunk from a source (streaming datasets)."""
+  source: Any
+  eval_batch: int
+  mesh: Any
+
+
+def _eval_set(part, eval_batch: int, mesh):
+  """An eval split: device arrays, or a lazily read one when streaming."""
+  if isinstance(part, tuple):
+    return _eval_arrays(*part, eval_batch, mesh)
+  return _StreamedEvalSet(part, eval_batch, mesh)
+
+
+def _eval_chunks(s):
+  """Yields ``(x, y, mask)`` chunks of ``eval_batch`` examples (zero-padded)."""
+  if isinstance(s, _EvalSet):
+    for i in range(s.x.shape[0]):
+      yield s.x[i], s.y[i], s.mask[i]
+    return
+  n, b = len(s.source), s.eval_batch
+  for start in range(0, max(n, 1), b):
+    x, y = s.source.read(np.arange(start, min(n, start + b)))
+    chunk = _eval_arrays(x, y, b, s.mesh)
+    yield chunk.x[0], chunk.y[0], chunk.mask[0]
+
+
+def _eval_arrays(x, y, eval_batch: int, mesh) -> _EvalSet:
   n = len(y)
   chunks = max(1, -(-n // eval_batch))
   pad = chunks * eval_batch - n
@@ -224,15 +296,18 @@ def make_eval_fn(model):
   return count_correct
 
 
-def _accuracy(eval_fn, params, s: _EvalSet) -> float:
-  correct = sum(int(eval_fn(params, s.x[i], s.y[i], s.mask[i]))
-                for i in range(s.x.shape[0]))
-  return correct / max(int(np.sum(np.asarray(s.mask))), 1)
+def _accuracy(eval_fn, params, s) -> float:
+  correct, count = 0, 0
+  for x, y, mask in _eval_chunks(s):
+    correct += int(eval_fn(params, x, y, mask))
+    count += int(np.sum(np.asarray(mask)))
+  return correct / max(count, 1)
 
 
 # ------------------------------------------------------------ training ----
 # Fields that may change when a run in an existing workdir is resumed.
-_RESUMABLE_FIELDS = ("num_steps", "progress_bar", "data_dir", "download")
+_RESUMABLE_FIELDS = ("num_steps", "progress_bar", "data_dir", "download",
+                     "streaming")
 
 
 def _check_same_run(config, workdir: str) -> None:
@@ -294,7 +369,8 @@ def train_one(config, workdir: str, test_domain: Optional[str], *,
   config_validation.validate_against_dataset(config, ds.domains)
   train_in, val, test_in, test_out = _splits(config, ds, test_domain)
   train_domains = list(train_in)
-  num_examples = sum(len(y) for _, y in train_in.values())
+  num_examples = sum(len(part if ds.streaming else part[1])
+                     for part in train_in.values())
   steps_per_epoch = max(1, num_examples // (config.batch_size * len(train_in)))
   context = {"num_examples": num_examples, "num_classes": ds.num_classes,
              "steps_per_epoch": steps_per_epoch, "head": "head"}
@@ -316,7 +392,12 @@ def train_one(config, workdir: str, test_domain: Optional[str], *,
   init_key, base_key = jax.random.split(jax.random.key(config.seed))
   dummy = jnp.zeros((1,) + tuple(ds.input_shape), jnp.float32)
   params = model.init(init_key, dummy)["params"]
-  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+  algo = algorithms.get_algorithm(config.algorithm)
+  penalty_state = penalties.init_state(
+      algo.penalty, num_domains=len(train_domains),
+      head_params=params["head"]) if algo.penalty_ema else ()
+  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params),
+                     penalty_state)
   state = jax.device_put(state, replicated)
 
   batches = data.MultiDomainBatches([train_in[d] for d in train_domains],
@@ -327,10 +408,10 @@ def train_one(config, workdir: str, test_domain: Optional[str], *,
   # No buffer donation: some rule states alias params at init (MESA's EMA
   # starts as a copy of params), and donating one buffer twice is an error.
   eval_fn = jax.jit(make_eval_fn(model))
-  eval_sets = {f"val/{d}": _eval_set(*val[d], config.eval_batch_size, mesh)
+  eval_sets = {f"val/{d}": _eval_set(val[d], config.eval_batch_size, mesh)
                for d in train_domains}
-  eval_sets["test_in"] = _eval_set(*test_in, config.eval_batch_size, mesh)
-  eval_sets["test_out"] = _eval_set(*test_out, config.eval_batch_size, mesh)
+  eval_sets["test_in"] = _eval_set(test_in, config.eval_batch_size, mesh)
+  eval_sets["test_out"] = _eval_set(test_out, config.eval_batch_size, mesh)
 
   _check_same_run(config, workdir)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),

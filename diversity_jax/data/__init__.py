@@ -5,12 +5,18 @@ does not import it, and TFDS itself is imported lazily on first use.
 
 * :func:`load`: ``'mock'``, ``'rotated_mnist'``, ``'colored_mnist'``,
   ``'digits_rotated'`` (offline TFDS builders) or ``'tfds:<name>'``.
-* :func:`split_holdout`: DomainBed's deterministic in/out split.
+* :func:`split_holdout`: DomainBed's deterministic in/out split
+  (:func:`holdout_indices`: the same split as indices, for streamed domains).
+* :class:`ArraySource`, :class:`SubsetSource`: random-access domain sources
+  (``Dataset.source(domain)``; large ``'tfds:'`` datasets stream from disk).
 * :class:`MultiDomainBatches`: one batch per domain per step, pure in (seed, step).
 * :func:`shard_batch`: place a batch on a ``Mesh``, split over the batch axis.
 """
 
 from diversity_jax.data._datasets import Dataset
+from diversity_jax.data._sources import ArraySource
+from diversity_jax.data._sources import SubsetSource
+from diversity_jax.data._pipeline import holdout_indices
 from diversity_jax.data._datasets import default_data_dir
 from diversity_jax.data._datasets import load
 from diversity_jax.data._pipeline import MultiDomainBatches
@@ -18,7 +24,10 @@ from diversity_jax.data._pipeline import shard_batch
 from diversity_jax.data._pipeline import split_holdout
 
 __all__ = [
+    "ArraySource",
     "Dataset",
+    "SubsetSource",
+    "holdout_indices",
     "MultiDomainBatches",
     "default_data_dir",
     "load",

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
+
+from diversity_jax._src import checks
+from diversity_jax.data import _sources
 
 OFFLINE = ("rotated_mnist", "colored_mnist", "digits_rotated")
 NAMES = OFFLINE + ("mock", "tfds:<name>")
 ENV_DATA_DIR = "DIVERSITY_JAX_DATA_DIR"
+STREAMING = ("auto", "on", "off")
 
 
 def default_data_dir() -> str:
@@ -19,16 +23,21 @@ def default_data_dir() -> str:
 
 
 class Dataset:
-  """A multi-domain image classification dataset held in memory.
+  """A multi-domain image classification dataset, in memory or streamed.
 
   Attributes:
     name: dataset name as given to :func:`load`.
     domains: domain names, in DomainBed's order.
     num_classes: number of classes.
     input_shape: ``(H, W, C)`` of one example.
+    streaming: True when domains are read from disk per batch
+      (:meth:`source`) instead of held in memory (large ``'tfds:'``
+      datasets).
 
   ``arrays(domain)`` returns the whole domain (read once, then cached in the
-  object; the arrays are read-only).
+  object; the arrays are read-only). ``source(domain)`` returns it as a
+  random-access source (see :class:`ArraySource`): the cached arrays, or, for
+  a streaming dataset, a reader of the files on disk.
 
   Example:
     >>> from diversity_jax import data
@@ -39,19 +48,32 @@ class Dataset:
 
   def __init__(self, name: str, domains: Sequence[str], num_classes: int,
                input_shape: Tuple[int, ...],
-               read: Callable[[str], Tuple[np.ndarray, np.ndarray]]):
+               read: Callable[[str], Tuple[np.ndarray, np.ndarray]], *,
+               source: Optional[Callable[[str], Any]] = None):
     self.name = name
     self.domains = list(domains)
     self.num_classes = int(num_classes)
     self.input_shape = tuple(int(s) for s in input_shape)
     self._read = read
+    self._source = source
+    self.streaming = source is not None
     self._cache: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+
+  def _check_domain(self, domain: str, fn: str) -> None:
+    if domain not in self.domains:
+      raise ValueError(f"Dataset.{fn}: unknown `domain` {domain!r} for "
+                       f"dataset {self.name!r}; valid choices: {self.domains}")
+
+  def source(self, domain: str):
+    """The domain as a random-access source (read lazily when streaming)."""
+    self._check_domain(domain, "source")
+    if self._source is not None:
+      return self._source(domain)
+    return _sources.ArraySource(*self.arrays(domain))
 
   def arrays(self, domain: str) -> Tuple[np.ndarray, np.ndarray]:
     """The whole domain: ``x`` float32 ``[n, H, W, C]`` in ``[0, 1]``, ``y`` int32 ``[n]``."""
-    if domain not in self.domains:
-      raise ValueError(f"Dataset.arrays: unknown `domain` {domain!r} for "
-                       f"dataset {self.name!r}; valid choices: {self.domains}")
+    self._check_domain(domain, "arrays")
     if domain not in self._cache:
       x, y = self._read(domain)
       x = np.ascontiguousarray(x, dtype=np.float32)
@@ -63,7 +85,8 @@ class Dataset:
 
   def __repr__(self) -> str:
     return (f"Dataset(name={self.name!r}, domains={self.domains}, "
-            f"num_classes={self.num_classes}, input_shape={self.input_shape})")
+            f"num_classes={self.num_classes}, input_shape={self.input_shape}"
+            + (", streaming=True)" if self.streaming else ")"))
 
 
 # ------------------------------------------------------------------ mock ----
@@ -100,7 +123,8 @@ def _load_mock() -> Dataset:
 
 # ------------------------------------------------------------------ load ----
 def load(name: str, *, data_dir: Optional[str] = None,
-         download: bool = False) -> Dataset:
+         download: bool = False, streaming: str = "auto",
+         image_size: int = 0) -> Dataset:
   """Loads a multi-domain dataset by name (building offline datasets on first use).
 
   Names:
@@ -116,7 +140,10 @@ def load(name: str, *, data_dir: Optional[str] = None,
     ``'all'`` holding every split, or one domain per split when the dataset has
     several non-standard splits (e.g. DomainBed-style domain splits). Downloaded
     only with ``download=True``; otherwise it must already be prepared in
-    ``data_dir``.
+    ``data_dir``. A dataset whose float32 arrays would exceed
+    ``STREAMING_THRESHOLD_BYTES`` (2 GiB, in ``_tfds_real``) is *streamed*:
+    ``Dataset.source(domain)`` reads examples from the ``array_record`` files
+    per batch (``as_data_source``) and nothing is held in memory.
 
   The offline datasets are TFDS ``GeneratorBasedBuilder`` s written in the
   ``array_record`` format (no TensorFlow needed), built into ``data_dir`` on the
@@ -127,6 +154,13 @@ def load(name: str, *, data_dir: Optional[str] = None,
     data_dir: TFDS data directory; default ``$DIVERSITY_JAX_DATA_DIR`` or
       ``~/.cache/diversity_jax/tensorflow_datasets``.
     download: for ``'tfds:'`` names only: allow TFDS to download and prepare.
+    streaming: for ``'tfds:'`` names only: ``'auto'`` (stream above the size
+      threshold), ``'on'`` or ``'off'``. The other datasets are small and
+      always in memory (``'on'`` is an error for them).
+    image_size: for ``'tfds:'`` names only: resize every image to
+      ``image_size x image_size`` (PIL bilinear, as DomainBed's
+      ``transforms.Resize``); required for datasets whose images vary in size
+      (e.g. ``'tfds:domainnet/real'``, with 224 as in DomainBed). 0: as stored.
 
   Returns:
     A :class:`Dataset`.
@@ -145,6 +179,17 @@ def load(name: str, *, data_dir: Optional[str] = None,
   """
   if not isinstance(name, str):
     raise TypeError(f"load: `name` must be a str, got {name!r}")
+  checks.check_choice(streaming, STREAMING, "streaming", "load")
+  if isinstance(image_size, bool) or not isinstance(image_size, int) or (
+      image_size < 0):
+    raise ValueError(f"load: `image_size` must be an int >= 0, got "
+                     f"{image_size!r}")
+  if image_size and not name.startswith("tfds:"):
+    raise ValueError(f"load: `image_size` is only for 'tfds:<name>' datasets, "
+                     f"got {name!r}")
+  if streaming == "on" and not name.startswith("tfds:"):
+    raise ValueError(f"load: `streaming`='on' is only for 'tfds:<name>' "
+                     f"datasets; {name!r} is small and always held in memory")
   if name == "mock":
     return _load_mock()
   data_dir = os.fspath(data_dir) if data_dir else default_data_dir()
@@ -153,6 +198,8 @@ def load(name: str, *, data_dir: Optional[str] = None,
     return _builders.load_offline(name, data_dir)
   if name.startswith("tfds:") and len(name) > len("tfds:"):
     from diversity_jax.data import _tfds_real  # pylint: disable=g-import-not-at-top
-    return _tfds_real.load_tfds(name[len("tfds:"):], data_dir, download=download)
+    return _tfds_real.load_tfds(name[len("tfds:"):], data_dir,
+                                download=download, streaming=streaming,
+                                image_size=image_size)
   raise ValueError(f"load: unknown dataset `name` {name!r}; valid choices: "
                    f"{list(NAMES)}")

@@ -12,6 +12,7 @@ from typing import Iterator, Mapping, Sequence, Tuple
 import numpy as np
 
 from diversity_jax._src import checks
+from diversity_jax.data import _sources
 
 Array = np.ndarray
 SAMPLING = ("replacement", "epoch")
@@ -65,17 +66,50 @@ def split_holdout(x, y, holdout_fraction: float = 0.2,
   """
   fn = "split_holdout"
   x, y = _check_xy(x, y, fn)
+  in_idx, out_idx = _holdout_indices(x.shape[0], holdout_fraction, seed, fn)
+  return (x[in_idx], y[in_idx]), (x[out_idx], y[out_idx])
+
+
+def _holdout_indices(n, holdout_fraction, seed, fn):
   checks.check_scalar_in_range(holdout_fraction, "holdout_fraction", fn,
                                low=0.0, high=1.0, high_inclusive=False)
   if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
     raise TypeError(f"{fn}: `seed` must be an int, got {seed!r}")
-  n = x.shape[0]
   n_out = int(n * holdout_fraction)
   keys = list(range(n))
   np.random.RandomState(int(seed) % (2**32)).shuffle(keys)
   keys = np.asarray(keys, dtype=np.int64)
-  out_idx, in_idx = keys[:n_out], keys[n_out:]
-  return (x[in_idx], y[in_idx]), (x[out_idx], y[out_idx])
+  return keys[n_out:], keys[:n_out]
+
+
+def holdout_indices(n: int, holdout_fraction: float = 0.2,
+                    seed: int = 0) -> Tuple[Array, Array]:
+  """The positions :func:`split_holdout` puts in the (in, out) parts.
+
+  For a domain read lazily (a streamed source) the split is made on indices:
+  ``source.subset(in_idx)``, ``source.subset(out_idx)`` hold exactly the
+  examples of ``split_holdout(x, y, holdout_fraction, seed)``.
+
+  Args:
+    n: number of examples of the domain.
+    holdout_fraction: fraction held out, in ``[0, 1)``.
+    seed: integer seed.
+
+  Returns:
+    ``(in_idx, out_idx)``: int64 index arrays, disjoint, covering ``0..n-1``.
+
+  Example:
+    >>> from diversity_jax import data
+    >>> in_idx, out_idx = data.holdout_indices(10)
+    >>> len(in_idx), len(out_idx)
+    (8, 2)
+
+  References:
+    ``domainbed/lib/misc.py::split_dataset`` in facebookresearch/DomainBed.
+  """
+  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+    raise ValueError(f"holdout_indices: `n` must be an int >= 0, got {n!r}")
+  return _holdout_indices(int(n), holdout_fraction, seed, "holdout_indices")
 
 
 class MultiDomainBatches:
@@ -98,7 +132,9 @@ class MultiDomainBatches:
 
   Args:
     domains: sequence of ``(x, y)`` pairs, one per training domain, with the same
-      per-example shape ``x.shape[1:]``.
+      per-example shape ``x.shape[1:]``; an entry may also be a source (see
+      :class:`ArraySource`; e.g. ``Dataset.source(domain)`` of a streamed TFDS
+      dataset), read per batch: the indices are the same as for its arrays.
     batch_size: examples per domain per step, ``>= 1``.
     seed: integer seed.
     start_step: first step yielded when the object is iterated.
@@ -136,31 +172,37 @@ class MultiDomainBatches:
       if value < low:
         raise ValueError(f"{fn}: `{name}` must be >= {low}, got {value}")
     checks.check_choice(sampling, SAMPLING, "sampling", fn)
-    xs, ys = [], []
+    sources = []
     for e, pair in enumerate(domains):
-      if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-        raise TypeError(f"{fn}: `domains[{e}]` must be an (x, y) pair")
-      x, y = _check_xy(pair[0], pair[1], fn, name=f"domains[{e}][0]")
-      if x.shape[0] == 0:
+      if _sources.is_source(pair):
+        src = pair
+      elif not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise TypeError(f"{fn}: `domains[{e}]` must be an (x, y) pair or a "
+                        "source")
+      else:
+        x, y = _check_xy(pair[0], pair[1], fn, name=f"domains[{e}][0]")
+        src = _sources.ArraySource(x, y.astype(np.int32))
+      n, shape = len(src), tuple(src.example_shape)
+      if n == 0:
         raise ValueError(f"{fn}: `domains[{e}]` is empty; every training domain "
                          "needs at least one example")
-      if xs and x.shape[1:] != xs[0].shape[1:]:
+      if sources and shape != tuple(sources[0].example_shape):
         raise ValueError(f"{fn}: `domains[{e}][0]` has example shape "
-                         f"{x.shape[1:]}, but domains[0] has {xs[0].shape[1:]}")
-      if sampling == "epoch" and batch_size > x.shape[0]:
+                         f"{shape}, but domains[0] has "
+                         f"{tuple(sources[0].example_shape)}")
+      if sampling == "epoch" and batch_size > n:
         raise ValueError(f"{fn}: `batch_size`={batch_size} exceeds the "
-                         f"{x.shape[0]} examples of domains[{e}]; use "
+                         f"{n} examples of domains[{e}]; use "
                          "sampling='replacement' or a smaller batch")
-      xs.append(x)
-      ys.append(y.astype(np.int32))
-    self._xs, self._ys = xs, ys
-    self.sizes = tuple(int(x.shape[0]) for x in xs)
+      sources.append(src)
+    self._sources = sources
+    self.sizes = tuple(len(src) for src in sources)
     self.offsets = tuple(int(o) for o in np.cumsum((0,) + self.sizes[:-1]))
     self.batch_size = int(batch_size)
     self.seed = int(seed)
     self.start_step = int(start_step)
     self.sampling = sampling
-    self.num_domains = len(xs)
+    self.num_domains = len(sources)
 
   def _indices(self, e: int, step: int) -> Array:
     n, b = self.sizes[e], self.batch_size
@@ -178,9 +220,10 @@ class MultiDomainBatches:
       raise ValueError(f"MultiDomainBatches.batch: `step` must be an int >= 0, "
                        f"got {step!r}")
     idx = [self._indices(e, int(step)) for e in range(self.num_domains)]
+    parts = [src.read(i) for src, i in zip(self._sources, idx)]
     return {
-        "x": np.stack([x[i] for x, i in zip(self._xs, idx)]),
-        "y": np.stack([y[i] for y, i in zip(self._ys, idx)]),
+        "x": np.stack([x for x, _ in parts]),
+        "y": np.stack([np.asarray(y, np.int32) for _, y in parts]),
         "index": np.stack([o + i for o, i in zip(self.offsets, idx)]).astype(np.int32),
     }
 

@@ -3,16 +3,26 @@
 Nothing is downloaded unless the caller passes ``download=True``. Reading uses
 ``builder.as_data_source`` (``array_record`` files, no TensorFlow); datasets
 prepared in the ``tfrecord`` format need TensorFlow to read, as in TFDS itself.
+
+Small datasets are read whole into memory. Above ``STREAMING_THRESHOLD_BYTES``
+of float32 images (or with ``streaming='on'``) the dataset *streams*: each
+domain is a :class:`TfdsSource` and the input pipeline reads every batch from
+the files by index (random access into ``array_record``), so memory stays
+flat and batches stay a pure function of ``(seed, step)``.
 """
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from diversity_jax.data import _sources
 from diversity_jax.data._datasets import Dataset
+
+# Stream (read per batch) when the float32 images would take more than this.
+STREAMING_THRESHOLD_BYTES = 2 * 2**30
 
 STANDARD_SPLITS = frozenset({"train", "test", "validation", "valid", "val",
                              "dev", "extra", "unlabeled"})
@@ -28,8 +38,100 @@ def _domains(split_names: List[str]) -> Tuple[List[str], dict]:
   return domains, {d: [d] for d in domains}
 
 
-def load_tfds(name: str, data_dir: str, *, download: bool = False) -> Dataset:
-  """Loads TFDS dataset ``name`` (``'mnist'``, ``'cifar10'``, ``'domainnet/real'``...)."""
+class TfdsSource:
+  """One domain (one or more TFDS splits, concatenated) read by index from disk.
+
+  ``read(indices)`` fetches only the requested records (random access into
+  the ``array_record`` files through ``as_data_source``) and decodes them
+  as the in-memory path does: images reshaped to ``example_shape`` and, for
+  integer pixels, divided by 255 in float32; labels int32.
+
+  With ``resize``, every image is first resized to ``resize x resize`` with
+  PIL's bilinear filter (what DomainBed's ``transforms.Resize((224, 224))``
+  does to its PIL images), so datasets of varying image sizes (DomainNet,
+  PACS, ...) get one fixed ``example_shape``.
+
+  Args:
+    data_sources: ``builder.as_data_source(split=...)`` of each split.
+    image_key, label_key: the supervised feature names.
+    example_shape: ``(H, W, C)`` (after resizing).
+    resize: side of the resized images, or None (images used as stored).
+
+  Example:
+    >>> # ds = data.load('tfds:domainnet/real', streaming='on')
+    >>> # x, y = ds.source('train').read(np.array([0, 5]))
+  """
+
+  def __init__(self, data_sources: Sequence, image_key: str, label_key: str,
+               example_shape: Tuple[int, ...], resize: Optional[int] = None):
+    self._sources = list(data_sources)
+    self._resize = resize
+    self._image_key, self._label_key = image_key, label_key
+    self.example_shape = tuple(example_shape)
+    self._offsets = np.cumsum([0] + [len(s) for s in self._sources])
+
+  def __len__(self) -> int:
+    return int(self._offsets[-1])
+
+  def read(self, indices) -> Tuple[np.ndarray, np.ndarray]:
+    idx = _sources._as_indices(indices, len(self), "TfdsSource.read")  # pylint: disable=protected-access
+    split = np.searchsorted(self._offsets, idx, side="right") - 1
+    records = [None] * idx.size
+    for s in np.unique(split):
+      where = np.flatnonzero(split == s)
+      local = (idx[where] - self._offsets[s]).tolist()
+      source = self._sources[s]
+      for pos, i in zip(where, local):
+        records[pos] = source[i]
+    if not records:
+      return (np.zeros((0,) + self.example_shape, np.float32),
+              np.zeros((0,), np.int32))
+    x = np.stack([self._image(r) for r in records])
+    if np.issubdtype(x.dtype, np.integer):
+      x = x.astype(np.float32) / np.float32(255.0)
+    y = np.asarray([int(r[self._label_key]) for r in records], np.int32)
+    return np.asarray(x, np.float32), y
+
+  def subset(self, indices) -> _sources.SubsetSource:
+    return _sources.SubsetSource(self, indices)
+
+  def _image(self, record) -> np.ndarray:
+    image = np.asarray(record[self._image_key])
+    if self._resize:
+      image = _resize(image, self._resize)
+    return image.reshape(self.example_shape)
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+  """``(H, W[, C])`` uint8 -> ``(size, size, C)`` uint8, PIL bilinear per channel."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  if image.dtype != np.uint8:
+    raise ValueError(f"load: `image_size` resizes uint8 images only, got "
+                     f"dtype {image.dtype}")
+  if image.ndim == 2:
+    image = image[..., None]
+  return np.stack([np.asarray(Image.fromarray(image[..., c]).resize(
+      (size, size), Image.BILINEAR)) for c in range(image.shape[-1])], -1)
+
+
+def _num_bytes(info, splits: Dict[str, List[str]], shape) -> int:
+  """float32 bytes of every domain's images (0 if the split sizes are unknown)."""
+  try:
+    n = sum(info.splits[s].num_examples for ss in splits.values() for s in ss)
+  except (KeyError, ValueError):
+    return 0
+  return int(n) * int(np.prod(shape)) * 4
+
+
+def load_tfds(name: str, data_dir: str, *, download: bool = False,
+              streaming: str = "auto", image_size: int = 0) -> Dataset:
+  """Loads TFDS dataset ``name`` (``'mnist'``, ``'cifar10'``, ``'domainnet/real'``...).
+
+  ``streaming``: ``'auto'`` streams when the float32 images exceed
+  ``STREAMING_THRESHOLD_BYTES``; ``'on'`` / ``'off'`` force it.
+  ``image_size``: resize every image to ``image_size x image_size`` (needed
+  for datasets of varying image sizes); 0 keeps the stored fixed size.
+  """
   fn = "load"
   try:
     builder = tfds.builder(name, data_dir=data_dir)
@@ -57,24 +159,29 @@ def load_tfds(name: str, data_dir: str, *, download: bool = False) -> Dataset:
   shape = tuple(info.features[image_key].shape)
   if len(shape) == 2:
     shape = shape + (1,)
+  if image_size and len(shape) == 3 and shape[2] is not None:
+    shape = (image_size, image_size, shape[2])
   if len(shape) != 3 or any(s is None for s in shape):
     raise ValueError(f"{fn}: TFDS dataset {name!r}: images must have a fixed "
-                     f"(H, W, C) shape to be held in memory, got {shape}; "
-                     "variable-size datasets (e.g. domainnet) need a resizing "
-                     "input pipeline, which data.load does not provide")
+                     f"(H, W, C) shape, got {shape}; for images of varying "
+                     "size (e.g. domainnet) pass `image_size` (DomainBed "
+                     "resizes to 224)")
   domains, splits = _domains(list(info.splits))
+  cache: Dict[str, TfdsSource] = {}
+
+  def source(domain):
+    if domain not in cache:
+      cache[domain] = TfdsSource(
+          [builder.as_data_source(split=s) for s in splits[domain]],
+          image_key, label_key, shape, resize=image_size or None)
+    return cache[domain]
 
   def read(domain):
-    xs, ys = [], []
-    for split in splits[domain]:
-      source = builder.as_data_source(split=split)
-      for i in range(len(source)):
-        record = source[i]
-        xs.append(np.asarray(record[image_key]).reshape(shape))
-        ys.append(int(record[label_key]))
-    x = np.stack(xs) if xs else np.zeros((0,) + shape, np.uint8)
-    if np.issubdtype(x.dtype, np.integer):
-      x = x.astype(np.float32) / np.float32(255.0)
-    return x, np.asarray(ys, np.int32)
+    src = source(domain)
+    return src.read(np.arange(len(src)))
 
-  return Dataset(f"tfds:{name}", domains, num_classes, shape, read)
+  stream = streaming == "on" or (
+      streaming == "auto"
+      and _num_bytes(info, splits, shape) > STREAMING_THRESHOLD_BYTES)
+  return Dataset(f"tfds:{name}", domains, num_classes, shape, read,
+                 source=source if stream else None)

@@ -205,7 +205,7 @@ def test_builders_need_no_tensorflow(built_data_dir):
   assert "tensorflow" not in sys.modules
 
 
-@pytest.mark.parametrize("module", ["_pipeline", "_datasets"])
+@pytest.mark.parametrize("module", ["_pipeline", "_datasets", "_sources"])
 def test_docstring_examples(module):
   import doctest  # pylint: disable=g-import-not-at-top
   import importlib  # pylint: disable=g-import-not-at-top

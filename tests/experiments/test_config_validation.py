@@ -39,6 +39,12 @@ def no_compile(monkeypatch):
     ("num_devices", 64, r"config.num_devices: asks for 64 devices"),
     ("test_domains", ("nowhere",), r"config.test_domains: unknown domains "
      r"\['nowhere'\].*valid choices"),
+    ("streaming", "maybe", r"config.streaming: unknown value 'maybe'; valid "
+     r"choices: \['auto', 'on', 'off'\]"),
+    ("streaming", "on", r"config.streaming: 'on' is only for 'tfds:<name>'"),
+    ("image_size", -1, r"config.image_size: must be >= 0, got -1"),
+    ("image_size", 32, r"config.image_size: resizes 'tfds:<name>' datasets "
+     r"only"),
 ])
 def test_bad_field(smoke_config, tmp_path, no_compile, field, value, match):
   smoke_config[field] = value
@@ -52,6 +58,8 @@ def test_bad_field(smoke_config, tmp_path, no_compile, field, value, match):
      r"be >= 0, got -1"),
     ("fishr", "fishr_lambda", -1.0, r"config.hparams.fishr_lambda: must be "
      r">= 0"),
+    ("fishr", "fishr_ema", 1.0, r"config.hparams.fishr_ema: must be a number "
+     r"in \[0, 1\), got 1.0"),
     ("hutchinson", "hutchinson_num_probes", 0,
      r"config.hparams.hutchinson_num_probes: must be >= 1"),
     ("mesa", "mesa_decay", 2.0, r"config.hparams: algorithm 'mesa' builds "

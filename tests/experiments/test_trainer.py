@@ -29,6 +29,21 @@ def _final_state(config, workdir):
   return ocp.StandardCheckpointer().restore(os.path.abspath(path))
 
 
+def _killed_at(c, workdir, monkeypatch, kill_step):
+  """Runs ``train_one`` and kills it while it builds batch ``kill_step``."""
+  original = data.MultiDomainBatches.batch
+
+  def dying(self, step):
+    if step == kill_step:
+      raise KeyboardInterrupt("simulated kill")
+    return original(self, step)
+
+  monkeypatch.setattr(data.MultiDomainBatches, "batch", dying)
+  with pytest.raises(KeyboardInterrupt):
+    trainer.train_one(c, workdir, c.test_domains[0])
+  monkeypatch.setattr(data.MultiDomainBatches, "batch", original)
+
+
 def _available(name):
   try:
     algorithms.resolve_transform_factory(name)
@@ -90,17 +105,7 @@ def test_resume_after_kill_is_bit_identical(smoke_config, tmp_path,
 
   # Kill the second run while it builds the batch of step 5 (after the
   # checkpoint of step 4, before the one of step 6).
-  original = data.MultiDomainBatches.batch
-
-  def dying(self, step):
-    if step == 4:
-      raise KeyboardInterrupt("simulated kill")
-    return original(self, step)
-
-  monkeypatch.setattr(data.MultiDomainBatches, "batch", dying)
-  with pytest.raises(KeyboardInterrupt):
-    trainer.train_one(c, str(tmp_path / "run"), domain)
-  monkeypatch.setattr(data.MultiDomainBatches, "batch", original)
+  _killed_at(c, str(tmp_path / "run"), monkeypatch, 4)
   assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2", "4"]
   resumed = trainer.train_one(c, str(tmp_path / "run"), domain)
 
@@ -188,3 +193,30 @@ def test_plot_curves(smoke_config, tmp_path):
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   events = os.listdir(tmp_path / "r" / "tensorboard")
   assert any(e.startswith("events.out.tfevents") for e in events)
+
+
+def test_fishr_reset_and_ema_resume_bit_identical(smoke_config, tmp_path,
+                                                  monkeypatch):
+  """Adam reset at the anneal step and Fishr's EMA survive kill/resume."""
+  c = smoke_config
+  c.algorithm = "fishr"
+  c.hparams.fishr_anneal_steps = 3
+  c.num_steps, c.checkpoint_every, c.eval_every, c.log_every = 5, 2, 5, 1
+  domain = c.test_domains[0]
+  ref = trainer.train_one(c, str(tmp_path / "ref"), domain)
+  # Killed before the anneal step (index 3); resumed from step 2.
+  _killed_at(c, str(tmp_path / "run"), monkeypatch, 3)
+  assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2"]
+  resumed = trainer.train_one(c, str(tmp_path / "run"), domain)
+  assert resumed == ref
+  assert _rows(str(tmp_path / "run")) == _rows(str(tmp_path / "ref"))
+  a = _final_state(c, str(tmp_path / "ref"))
+  b = _final_state(c, str(tmp_path / "run"))
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  # The checkpoint holds the reset wrapper's counter and the EMA state.
+  ema = np.asarray(a["penalty_state"]["ema"])
+  assert ema.shape[0] == 2 and np.all(np.isfinite(ema)) and np.any(ema > 0)
+  assert int(a["opt_state"]["count"]) == c.num_steps
+  # The Fishr penalty is computed (and its EMA updated) from the first step.
+  rows = [r for r in _rows(str(tmp_path / "ref")) if r["split"] == "train"]
+  assert all(r["penalty"] > 0 for r in rows)
