@@ -56,7 +56,8 @@ def test_fused_backward_scalar_losses(feature, reduction):
   def grads(x, w, bias):
     def f(x, w, bias):
       return linear_cross_entropy(x, w, y, bias=bias, reduction=reduction,
-                                  fused_backward=True, block_tokens=16, **kw)
+                                  fused_backward=True, block_tokens=16,
+                                  block_vocab=16, **kw)   # dW chunk tail
     loss, vjp = jax.vjp(f, x, w, bias)
     return (loss,) + vjp(jnp.float32(2.0))      # cotangent 2: scaling checked
 
@@ -98,3 +99,31 @@ def test_bf16_without_bit_packing(monkeypatch):
   want = C.evaluate(x, w, y, bias=b, block_tokens=16, block_vocab=16,
                     reduction="sum", seed=3)
   C.assert_tree_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_no_vocab_sized_temporaries(dtype):
+  """Compile-only: loss + dX + dW keep no V x D temporary buffer.
+
+  XLA:CPU normalizes bf16 slices / updates of loop-carried arrays to f32 and
+  hoists the convert, which used to keep a full copy of ``w`` (and of ``dW``)
+  alive; the reference path (materialized logits) is checked to be large on
+  the same shapes, so the bound is meaningful.
+  """
+  n, d, v = 128, 64, 65536
+  x = jax.ShapeDtypeStruct((n, d), dtype)
+  w = jax.ShapeDtypeStruct((v, d), dtype)
+  y = jax.ShapeDtypeStruct((n,), jnp.int32)
+
+  def temp_bytes(**kw):
+    f = jax.value_and_grad(
+        lambda x, w, y: linear_cross_entropy(x, w, y, **kw), (0, 1))
+    mem = jax.jit(f).lower(x, w, y).compile().memory_analysis()
+    return mem.temp_size_in_bytes
+
+  w_bytes = v * d * jnp.dtype(dtype).itemsize
+  assert temp_bytes(implementation="reference") >= n * v * 4
+  for tail in (0, 100):                  # V a multiple of block_vocab or not
+    w = jax.ShapeDtypeStruct((v - tail, d), dtype)
+    got = temp_bytes(block_tokens=64, block_vocab=512)
+    assert got < w_bytes / 4, (tail, got, w_bytes)

@@ -182,9 +182,10 @@ def linear_cross_entropy(
       reduction and ``return_lse=False``: form ``dX``/``dW`` in the forward
       pass from full-vocabulary row blocks of ~16 MiB of logits (at most
       ``block_tokens`` rows): 6 N D V flops instead of 8 and no gradient
-      filter, but the gradients are residuals, so an extra ``dX + dW``-sized
-      f32 buffer is alive. Default False (streaming forward, recomputing
-      backward: smallest memory).
+      filter; temporaries are two such f32 row blocks (the ``dX``/``dW``
+      residuals become the gradient buffers), and the GEMMs lose efficiency
+      when the rows per block get few (very large V). Default False
+      (streaming forward, recomputing backward: smallest memory).
 
   Returns:
     The loss (scalar for ``'mean'`` / ``'sum'``, ``labels.shape`` for

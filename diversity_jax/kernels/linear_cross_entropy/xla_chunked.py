@@ -5,12 +5,14 @@ online log-sum-exp carry ``(m, l)`` per row, so only one ``block_tokens x
 block_vocab`` f32 logit tile is alive at a time. Backward (``jax.custom_vjp``):
 vocab blocks (outer) x token blocks (inner); each tile's logits are recomputed,
 turned into ``G = dL/dz`` by ``_math.tile_grad`` and contracted at once into an
-f32 ``dW`` block (written once per vocab block) and the f32 ``dX`` carry. No
-N x V buffer exists in either pass.
+f32 ``dW`` block (cast and stored once per vocab block, in place) and the f32
+``dX`` carry. No N x V or V x D temporary exists in either pass.
 
-Ragged sizes: the last block starts at ``size - block`` (it overlaps the one
-before) and the overlapped rows / columns are masked (-inf logits, zero
-gradient), so neither ``x`` nor ``w`` is ever padded or copied.
+Ragged sizes: the ``V // block_vocab`` full vocab blocks run in the loop and
+the ``V % block_vocab`` tail runs once after it (exact size: no masked
+columns, no overlapping ``dW`` writes). A ragged last token block starts at
+``N - block_tokens`` (it overlaps the one before) and the overlapped rows get
+zero gradient coefficients. Neither ``x`` nor ``w`` is ever padded or copied.
 
 The CCE gradient filter (Wijmans et al. 2025, Sec. 4.3) skips a tile's two
 backward GEMMs with ``lax.cond`` when ``max |p - onehot| < filter_eps``.
@@ -19,11 +21,15 @@ Cost: 2 N D V flops forward + 6 N D V backward (logits recomputed once).
 Opt-in ``fused_backward`` (``reduced``): for f32 scalar losses the gradients
 are formed in the forward pass from full-vocabulary row blocks (Liger-style,
 6 N D V flops in total) and only scaled by the cotangent in the backward; it
-is faster but keeps an extra f32 ``dX + dW``-sized residual alive.
+is faster, but its temporaries are two ``(rows, V)`` f32 tiles of ~16 MiB
+(``n_fused_rows``), which are small next to the reference only for large N,
+and its GEMMs lose efficiency when ``rows`` gets small (large V).
 
-bf16 / f16 inputs move through the loops bit-cast to uint16 (``_to_bits``):
-XLA's CPU backend otherwise upcasts narrow-float loop data to f32 and hoists
-a full f32 copy of ``w`` and of ``dW`` out of the loops.
+bf16 / f16 on CPU: XLA:CPU supports no data movement in narrow floats, so
+float normalization turns a bf16 ``dynamic-slice`` of a loop-carried ``w``
+into an f32 slice of ``convert(w)`` and loop-invariant code motion hoists the
+convert: a full f32 copy of ``w``. ``_take`` / ``_put`` slice and update the
+``uint16`` bit pattern inside the loop instead (see ``_take``).
 """
 
 from __future__ import annotations
@@ -49,35 +55,53 @@ def _block(i, size, block):
   return start, ids, ids >= i * block
 
 
-def _to_bits(a):
-  """Narrow floats travel through the loops as same-width unsigned ints.
-
-  XLA's CPU backend normalizes bf16/f16 data movement (dynamic slices,
-  dynamic-update-slices, loop carries) to f32 and then hoists whole-array
-  converts out of the loops: a full f32 copy of ``w`` (4 V D bytes) and a
-  full convert of ``dW`` per vocab block. Integer containers are left alone;
-  ``bitcast_convert_type`` is free. f32 / f64 are passed through unchanged.
-  """
-  if a.dtype.itemsize >= 4 or not bitcast_narrow_inputs():
-    return a
-  return jax.lax.bitcast_convert_type(a, jnp.uint16)
-
-
 def bitcast_narrow_inputs() -> bool:
-  """Whether ``_to_bits`` packs narrow floats (CPU only: on GPU / TPU the
-  narrow dtypes are native in loops and the bit-cast would copy ``w``)."""
+  """Whether narrow floats move through the loops as ``uint16`` bits (CPU only:
+  on GPU / TPU the narrow dtypes are native in loops)."""
   return jax.default_backend() == "cpu"
 
 
-def _from_bits(a, dtype):
-  if a.dtype == dtype:
-    return a
-  return jax.lax.bitcast_convert_type(a, dtype)
+def _packed(a) -> bool:
+  return a.dtype.itemsize < 4 and bitcast_narrow_inputs()
 
 
-def _slice(a, start, size, dtype):
-  """Block of a (possibly bit-packed) array along axis 0, in ``dtype``."""
-  return _from_bits(jax.lax.dynamic_slice_in_dim(a, start, size), dtype)
+def _bits(a):
+  return jax.lax.bitcast_convert_type(a, jnp.uint16)
+
+
+def _take(a, start, size, *salt):
+  """Rows ``[start, start + size)`` of ``a`` inside a loop body.
+
+  XLA's CPU backend supports no data movement in bf16 / f16: float
+  normalization rewrites a narrow ``dynamic-slice`` of a loop-carried array to
+  ``convert(a)`` in f32 followed by the slice, and loop-invariant code motion
+  hoists that convert, so a full f32 copy of ``w`` (4 V D bytes) would live
+  through the loops. Slicing the ``uint16`` bit pattern instead leaves
+  nothing to normalize; the ``optimization_barrier`` on ``(start, salt, a)``
+  (``salt`` = the loop counters) keeps the bit-cast in the loop, where it
+  fuses into the slice, instead of being hoisted as a whole-array copy.
+  """
+  if not _packed(a):
+    return jax.lax.dynamic_slice_in_dim(a, start, size)
+  start, _, a = jax.lax.optimization_barrier((start, salt, a))
+  blk = jax.lax.dynamic_slice_in_dim(_bits(a), start, size)
+  return jax.lax.bitcast_convert_type(blk, a.dtype)
+
+
+def _put(a, blk, start):
+  """``a`` with rows ``[start, start + len(blk))`` set to ``blk`` (cast to
+  ``a.dtype``), in place.
+
+  Narrow floats on CPU are updated through their ``uint16`` bits (see
+  ``_take``); the bit-casts fuse with the in-place dynamic-update-slice. (A
+  select against the old rows would break the in-place update: ragged vocab
+  tails are handled as separate exact-size blocks instead.)
+  """
+  blk = blk.astype(a.dtype)
+  if not _packed(a):
+    return jax.lax.dynamic_update_slice_in_dim(a, blk, start, 0)
+  out = jax.lax.dynamic_update_slice_in_dim(_bits(a), _bits(blk), start, 0)
+  return jax.lax.bitcast_convert_type(out, a.dtype)
 
 
 def _class_weights(class_weights, v):
@@ -86,36 +110,49 @@ def _class_weights(class_weights, v):
   return jax.lax.stop_gradient(class_weights).astype(F32)
 
 
+def _bias_f32(bias):
+  return None if bias is None else bias.astype(F32)
+
+
 def _forward(x, w, labels, bias, k, hp, ignore_index, bt, bv):
+  """Token blocks (outer) x vocab blocks (inner), online LSE per row.
+
+  The ``V // bv`` full vocab blocks run in a loop and the ``V % bv`` tail
+  once after it: no column is ever masked, so a tile is read by the
+  reductions straight out of its GEMM.
+  """
   n, v = x.shape[0], w.shape[0]
-  nt, nv = _cdiv(n, bt), _cdiv(v, bv)
+  nt = _cdiv(n, bt)
+  n_full, tail = divmod(v, bv)
   valid = labels != ignore_index
   labels_eff = jnp.where(valid, labels, -2)
-  x_bits, w_bits = _to_bits(x), _to_bits(w)
+  bias = _bias_f32(bias)
 
   def token_block(i, outs):
-    lse_out, sy_out, sw_out = outs
     t0, _, _ = _block(i, n, bt)
-    x_blk = _slice(x_bits, t0, bt, x.dtype)
+    x_blk = _take(x, t0, bt, i)
     y_blk = jax.lax.dynamic_slice_in_dim(labels_eff, t0, bt)
 
-    def vocab_block(j, carry):
+    def vocab_block(carry, j, v0, size):
       m, l, sy, sw = carry
-      v0, cols, own = _block(j, v, bv)
-      w_blk = _slice(w_bits, v0, bv, w.dtype)
-      b_blk = None if bias is None else jax.lax.dynamic_slice_in_dim(bias, v0, bv)
-      s = _math.tile_logits(x_blk, w_blk, b_blk, hp.softcap, own)
-      k_blk = jnp.where(own, jax.lax.dynamic_slice_in_dim(k, v0, bv), 0.0)
+      sl_v = lambda a: jax.lax.dynamic_slice_in_dim(a, v0, size)
+      w_blk = _take(w, v0, size, i, j)
+      s = _math.tile_logits(x_blk, w_blk, None if bias is None else sl_v(bias),
+                            hp.softcap)
       dy, dw_ = _math.target_and_weighted_sum(
-          s, y_blk, jnp.where(own, cols, -1), k_blk, hp.label_smoothing)
+          s, y_blk, v0 + jnp.arange(size), sl_v(k), hp.label_smoothing)
       m, l = _math.online_lse_update(m, l, s)
       return m, l, sy + dy, sw + dw_
 
-    init = (jnp.full((bt,), -jnp.inf, F32),) + (jnp.zeros((bt,), F32),) * 3
-    m, l, sy, sw = jax.lax.fori_loop(0, nv, vocab_block, init)
+    carry = (jnp.full((bt,), -jnp.inf, F32),) + (jnp.zeros((bt,), F32),) * 3
+    carry = jax.lax.fori_loop(
+        0, n_full, lambda j, c: vocab_block(c, j, j * bv, bv), carry)
+    if tail:
+      carry = vocab_block(carry, jnp.int32(n_full), n_full * bv, tail)
+    m, l, sy, sw = carry
     lse = _math.finalize_lse(m, l)
-    upd = lambda a, b: jax.lax.dynamic_update_slice_in_dim(a, b, t0, 0)
-    return upd(lse_out, lse), upd(sy_out, sy), upd(sw_out, sw)
+    return tuple(jax.lax.dynamic_update_slice_in_dim(a, b, t0, 0)
+                 for a, b in zip(outs, (lse, sy, sw)))
 
   zeros = jnp.zeros((n,), F32)
   lse, s_y, s_w = jax.lax.fori_loop(0, nt, token_block, (zeros, zeros, zeros))
@@ -125,70 +162,80 @@ def _forward(x, w, labels, bias, k, hp, ignore_index, bt, bv):
 
 
 def _backward(x, w, labels, bias, k, lse, g, h, hp, ignore_index, bt, bv, eps):
+  """Vocab blocks (outer) x token blocks (inner); ``dW`` rows written once.
+
+  The ``V // bv`` full vocab blocks run in a loop and a ragged tail block of
+  ``V % bv`` rows runs once after it, so no two blocks overlap and each
+  ``dW`` block is cast and stored in place exactly once.
+  """
   n, v = x.shape[0], w.shape[0]
-  nt, nv = _cdiv(n, bt), _cdiv(v, bv)
+  nt = _cdiv(n, bt)
   valid = labels != ignore_index
   safe = jnp.where(valid, labels, 0)
   labels_eff = jnp.where(valid, labels, -2)
   alpha, beta, gamma = _math.grad_coefficients(
       g, h, lse, k[safe], valid, hp, jnp.sum(k))
   cdt = x.dtype
-  x_bits, w_bits = _to_bits(x), _to_bits(w)
+  out_b = None if bias is None else bias.dtype
+  bias = _bias_f32(bias)
 
-  def vocab_block(j, carry):
-    dx, dw, db = carry
-    v0, cols, own = _block(j, v, bv)
-    w_blk = _slice(w_bits, v0, bv, w.dtype)
-    b_blk = None if bias is None else jax.lax.dynamic_slice_in_dim(bias, v0, bv)
-    k_blk = jnp.where(own, jax.lax.dynamic_slice_in_dim(k, v0, bv), 0.0)
-    cols_eff = jnp.where(own, cols, -1)
+  def block_grads(dx, j, v0, size):
+    """``dX`` updated with vocab rows ``[v0, v0 + size)``; their f32 dW, db."""
+    w_blk = _take(w, v0, size, j)
+    sl_v = lambda a: jax.lax.dynamic_slice_in_dim(a, v0, size)
+    b_blk = None if bias is None else sl_v(bias)
+    k_blk = sl_v(k)
+    cols = v0 + jnp.arange(size)
 
     def token_block(i, inner):
       dx, dw_blk, db_blk = inner
       t0, _, own_rows = _block(i, n, bt)
       sl = lambda a: jax.lax.dynamic_slice_in_dim(a, t0, bt)
-      x_blk = _slice(x_bits, t0, bt, x.dtype)
+      x_blk = _take(x, t0, bt, i, j)
       mask = lambda a: jnp.where(own_rows, sl(a), 0.0)
-      s = _math.tile_logits(x_blk, w_blk, b_blk, hp.softcap, own)
-      onehot = sl(labels_eff)[:, None] == cols_eff[None, :]
+      s = _math.tile_logits(x_blk, w_blk, b_blk, hp.softcap)
+      onehot = sl(labels_eff)[:, None] == cols[None, :]
       d, filt = _math.tile_grad(s, sl(lse), mask(alpha), mask(beta),
                                 mask(gamma), onehot, k_blk, hp)
 
-      def gemms(args):
-        dx, dw_blk, db_blk = args
+      def gemms(d):
         dc = d.astype(cdt)
-        dx_t = jnp.dot(dc, w_blk, preferred_element_type=F32)
-        dx = jax.lax.dynamic_update_slice_in_dim(
-            dx, jax.lax.dynamic_slice_in_dim(dx, t0, bt) + dx_t, t0, 0)
-        dw_blk = dw_blk + jax.lax.dot_general(
-            dc, x_blk, (((0,), (0,)), ((), ())), preferred_element_type=F32)
-        if db_blk is not None:
-          db_blk = db_blk + jnp.sum(d, axis=0)
-        return dx, dw_blk, db_blk
+        return (jnp.dot(dc, w_blk, preferred_element_type=F32),
+                jax.lax.dot_general(dc, x_blk, (((0,), (0,)), ((), ())),
+                                    preferred_element_type=F32),
+                None if db_blk is None else jnp.sum(d, axis=0))
 
       if eps is None:
-        return gemms(inner)
-      return jax.lax.cond(filt < eps, lambda a: a, gemms, inner)
+        dx_t, dw_t, db_t = gemms(d)
+      else:   # the skipped branch returns zeros: no copy of the carries
+        skip = lambda d: jax.tree.map(jnp.zeros_like, jax.eval_shape(gemms, d))
+        dx_t, dw_t, db_t = jax.lax.cond(filt < eps, skip, gemms, d)
+      # Rows of a clamped token block owned by the previous block have d = 0.
+      dx = jax.lax.dynamic_update_slice_in_dim(dx, sl(dx) + dx_t, t0, 0)
+      return (dx, dw_blk + dw_t, None if db_blk is None else db_blk + db_t)
 
-    init = (dx, jnp.zeros((bv, w.shape[1]), F32),
-            None if bias is None else jnp.zeros((bv,), F32))
-    dx, dw_blk, db_blk = jax.lax.fori_loop(0, nt, token_block, init)
-    # Columns of the (clamped) last block owned by the previous block keep
-    # their value: select in the output dtype, never convert all of dW.
-    old = jax.lax.dynamic_slice_in_dim(dw, v0, bv)
-    new = _to_bits(dw_blk.astype(w.dtype))
-    dw = jax.lax.dynamic_update_slice_in_dim(
-        dw, jnp.where(own[:, None], new, old), v0, 0)
+    init = (dx, jnp.zeros((size, w.shape[1]), F32),
+            None if bias is None else jnp.zeros((size,), F32))
+    return jax.lax.fori_loop(0, nt, token_block, init)
+
+  def store(carry, j, v0, size):
+    dx, dw, db = carry
+    dx, dw_blk, db_blk = block_grads(dx, j, v0, size)
+    dw = _put(dw, dw_blk, v0)
     if db is not None:
-      db = jax.lax.dynamic_update_slice_in_dim(
-          db, jax.lax.dynamic_slice_in_dim(db, v0, bv) + db_blk, v0, 0)
+      db = jax.lax.dynamic_update_slice_in_dim(db, db_blk, v0, 0)
     return dx, dw, db
 
-  init = (jnp.zeros(x.shape, F32), _to_bits(jnp.zeros(w.shape, w.dtype)),
+  init = (jnp.zeros(x.shape, F32), jnp.zeros(w.shape, w.dtype),
           None if bias is None else jnp.zeros((v,), F32))
-  dx, dw, db = jax.lax.fori_loop(0, nv, vocab_block, init)
-  return (dx.astype(x.dtype), _from_bits(dw, w.dtype),
-          None if bias is None else db.astype(bias.dtype))
+  n_full, tail = divmod(v, bv)
+  carry = jax.lax.fori_loop(0, n_full, lambda j, c: store(c, j, j * bv, bv),
+                            init)
+  if tail:
+    carry = store(carry, jnp.int32(n_full), n_full * bv, tail)
+  dx, dw, db = carry
+  return (dx.astype(x.dtype), dw,
+          None if bias is None else db.astype(out_b))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9))
@@ -232,7 +279,8 @@ def rows(x, w, labels, bias, class_weights, *, hp: _math.Hyper, ignore_index,
 # ----------------------------------------------------------------------------
 
 
-def _fused_forward(x, w, labels, bias, k, hp, ignore_index, reduction, bt):
+def _fused_forward(x, w, labels, bias, k, hp, ignore_index, reduction, bt,
+                   bv):
   """Loss and (dX, dW, db) for a unit loss cotangent, token block by token block.
 
   Each block materializes its full-vocabulary ``(bt, V)`` f32 logits once:
@@ -251,13 +299,12 @@ def _fused_forward(x, w, labels, bias, k, hp, ignore_index, reduction, bt):
     scale = jnp.ones((), F32)
   labels_eff = jnp.where(valid, labels, -2)
   cols = jnp.arange(v)
-  x_bits = _to_bits(x)
 
   def token_block(i, carry):
     loss, dx, dw, db = carry
     t0, _, own_rows = _block(i, n, bt)
     sl = lambda a: jax.lax.dynamic_slice_in_dim(a, t0, bt)
-    x_blk = _slice(x_bits, t0, bt, x.dtype)
+    x_blk = _take(x, t0, bt, i)
     s = _math.tile_logits(x_blk, w, bias, hp.softcap)
     y_blk = sl(labels_eff)
     v_blk = sl(valid) & own_rows
@@ -278,8 +325,7 @@ def _fused_forward(x, w, labels, bias, k, hp, ignore_index, reduction, bt):
     old = jax.lax.dynamic_slice_in_dim(dx, t0, bt)
     dx = jax.lax.dynamic_update_slice_in_dim(
         dx, jnp.where(own_rows[:, None], dx_t, old), t0, 0)
-    dw = dw + jax.lax.dot_general(dc, x_blk, (((0,), (0,)), ((), ())),
-                                  preferred_element_type=F32)
+    dw = _accumulate_dw(dw, dc, x_blk, bv)
     if db is not None:
       db = db + jnp.sum(d, axis=0)
     return loss + jnp.sum(rows) * scale, dx, dw, db
@@ -287,6 +333,28 @@ def _fused_forward(x, w, labels, bias, k, hp, ignore_index, reduction, bt):
   init = (jnp.zeros((), F32), jnp.zeros(x.shape, F32), jnp.zeros(w.shape, F32),
           None if bias is None else jnp.zeros((v,), F32))
   return jax.lax.fori_loop(0, nt, token_block, init)
+
+
+def _accumulate_dw(dw, g, x_blk, bv):
+  """``dw + g^T x_blk`` (f32, ``g`` (T, V)) in vocab chunks of ``bv`` rows.
+
+  One (V, D) GEMM would materialize its full product before the add (an
+  extra V x D f32 temporary and a whole-``dW`` add pass per token block);
+  chunk by chunk each product is added in place.
+  """
+  v = dw.shape[0]
+  bv = min(bv, v)
+
+  def chunk(dw, v0, size):
+    g_c = jax.lax.dynamic_slice_in_dim(g, v0, size, axis=1)
+    upd = jax.lax.dot_general(g_c, x_blk, (((0,), (0,)), ((), ())),
+                              preferred_element_type=F32)
+    return jax.lax.dynamic_update_slice_in_dim(
+        dw, jax.lax.dynamic_slice_in_dim(dw, v0, size) + upd, v0, 0)
+
+  n_full, tail = divmod(v, bv)
+  dw = jax.lax.fori_loop(0, n_full, lambda c, dw: chunk(dw, c * bv, bv), dw)
+  return chunk(dw, n_full * bv, tail) if tail else dw
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9))
@@ -307,7 +375,7 @@ def _reduced_fwd(x, w, bias, class_weights, labels, hp, ignore_index,
   k = _class_weights(class_weights, w.shape[0])
   fb = max(1, min(n_fused_rows(w.shape[0]), bt, x.shape[0]))
   loss, dx, dw, db = _fused_forward(x, w, labels, bias, k, hp, ignore_index,
-                                    reduction, fb)
+                                    reduction, fb, bv)
   return loss, (dx, dw, db, class_weights)
 
 
@@ -315,8 +383,8 @@ def _reduced_bwd(hp, ignore_index, reduction, bt, bv, res, ct):
   dx, dw, db, class_weights = res
   ct = ct.astype(F32)
   dcw = None if class_weights is None else jnp.zeros_like(class_weights)
-  # The residual dW is an extra V x D f32 buffer next to the output (XLA does
-  # not scale it in place): this path trades that memory for 2 N D V flops.
+  # The f32 residuals become the gradient buffers: XLA drops a unit scale and
+  # scales in place otherwise (no V x D temporary; see _accumulate_dw).
   return dx * ct, dw * ct, None if db is None else db * ct, dcw, None
 
 
