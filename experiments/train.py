@@ -56,7 +56,9 @@ def main(argv):
   logging.info("config:\n%s", config)
   try:
     results = lodo.run(config, workdir)
-  except config_validation.ConfigError as e:
+  except (config_validation.ConfigError, FileNotFoundError, ImportError) as e:
+    # Bad config values, and data that is not prepared (never downloaded
+    # unless --config.download=True) or needs a missing package to prepare.
     print(f"error: {e}", file=sys.stderr)
     return 2
   with open(os.path.join(workdir, "results.md")) as f:

@@ -36,3 +36,19 @@ def test_sweep_over_algorithms_and_seeds(smoke_config, tmp_path):
   assert md[2].startswith("| erm | ") and " ± " in md[2]
   assert md[3].startswith("| vrex | ") and md[3].endswith("| 2 |")
   assert (tmp_path / "erm" / "seed_1" / "results.csv").exists()
+
+
+def test_train_command_unprepared_data_is_a_clean_error(tmp_path):
+  # The full-MNIST datasets need TFDS 'mnist' prepared (never downloaded by
+  # default): a one-line error naming the flag, exit code 2, no traceback.
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.train",
+       "--config", os.path.join(ROOT, "configs", "rotated_mnist.py") + ":smoke",
+       "--config.dataset=rotated_mnist_full",
+       f"--config.data_dir={tmp_path / 'tfds'}", f"--workdir={tmp_path / 'run'}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+  assert len(errors) == 1 and "Traceback" not in proc.stderr
+  assert "--config.download=True" in errors[0]
