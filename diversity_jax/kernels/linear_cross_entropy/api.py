@@ -1,4 +1,15 @@
-"""Public ``linear_cross_entropy``: validation, dispatch and reduction."""
+"""Public ``linear_cross_entropy``: validation, dispatch and reduction.
+
+Vocab parallelism. Under ``jax.jit`` with ``w`` sharded over the vocabulary
+axis of a mesh, XLA's SPMD partitioner splits the default path by itself. The
+explicit mode ``vocab_axis_name='model'`` is for code already inside
+``jax.shard_map`` (Megatron / levanter / MaxText style): each device keeps
+its ``(V_local, D)`` shard of ``w`` (and of ``bias`` / ``class_weights``),
+``x`` and the global ``labels`` are replicated over the axis, and the loss
+combines the per-shard log-sum-exps with ``pmax`` + ``psum``
+(``xla_chunked.rows_vocab_parallel``); loss and lse are identical on every
+shard, ``dX`` is ``psum``-ed and ``dW`` / ``db`` stay local.
+"""
 
 from __future__ import annotations
 
@@ -54,9 +65,41 @@ def default_implementation(backend: Optional[str] = None) -> str:
   return "xla_chunked"
 
 
+def _vocab_axis_size(vocab_axis_name, w, implementation, fused_backward):
+  """Size of the bound ``vocab_axis_name`` (1 when None); validates its use."""
+  if vocab_axis_name is None:
+    return 1
+  if not isinstance(vocab_axis_name, str):
+    checks._fail(_FN, "`vocab_axis_name` must be a mesh axis name (str) or "
+                 f"None, got {vocab_axis_name!r}", TypeError)
+  if implementation not in (None, "xla_chunked"):
+    checks._fail(_FN, "`vocab_axis_name` is supported by "
+                 "implementation='xla_chunked' (or None) only, got "
+                 f"implementation={implementation!r}")
+  if fused_backward:
+    checks._fail(_FN, "`vocab_axis_name` does not support "
+                 "fused_backward=True", NotImplementedError)
+  try:
+    size = int(jax.lax.axis_size(vocab_axis_name))
+  except NameError:
+    checks._fail(_FN, f"`vocab_axis_name`={vocab_axis_name!r} is not a bound "
+                 "axis name: call linear_cross_entropy inside jax.shard_map "
+                 "over a mesh with that axis, passing the local vocab shard "
+                 "of `w`")
+  if vocab_axis_name not in xla_chunked.varying_axes(w):
+    # Replicated w, or shard_map(check_vma=False), whose transpose would
+    # rescale the cotangents behind the explicit collectives.
+    checks._fail(_FN, f"`w` must vary over `vocab_axis_name`="
+                 f"{vocab_axis_name!r}: pass its local vocab shard "
+                 f"(in_specs P({vocab_axis_name!r})) to a jax.shard_map with "
+                 "the default check_vma=True")
+  return size
+
+
 def _validate(x, w, labels, bias, class_weights, ignore_index, label_smoothing,
               log_partition_penalty, softcap, reduction, filter_eps,
-              implementation, block_tokens, block_vocab, block_dim):
+              implementation, block_tokens, block_vocab, block_dim,
+              vocab_shards=1):
   checks.check_choice(implementation, [None] + list(IMPLEMENTATIONS),
                       "implementation", _FN)
   checks.check_choice(reduction, _REDUCTIONS, "reduction", _FN)
@@ -72,7 +115,8 @@ def _validate(x, w, labels, bias, class_weights, ignore_index, label_smoothing,
     checks._fail(_FN, f"`w` must have at least one row (class), got {jnp.shape(w)}")
   checks.check_integer(labels, "labels", _FN)
   checks.check_shape(labels, jnp.shape(x)[:-1], "labels", _FN)
-  v = jnp.shape(w)[0]
+  v_local = jnp.shape(w)[0]
+  v = v_local * vocab_shards    # global vocabulary size
   if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
     checks._fail(_FN, f"`ignore_index` must be a Python int, got {ignore_index!r}",
                  TypeError)
@@ -82,10 +126,10 @@ def _validate(x, w, labels, bias, class_weights, ignore_index, label_smoothing,
   checks.check_label_range(labels, v, _FN, ignore_index=ignore_index)
   if bias is not None:
     checks.check_floating(bias, "bias", _FN)
-    checks.check_shape(bias, (v,), "bias", _FN)
+    checks.check_shape(bias, (v_local,), "bias", _FN)
   if class_weights is not None:
     checks.check_floating(class_weights, "class_weights", _FN)
-    checks.check_shape(class_weights, (v,), "class_weights", _FN)
+    checks.check_shape(class_weights, (v_local,), "class_weights", _FN)
   checks.check_scalar_in_range(label_smoothing, "label_smoothing", _FN,
                                low=0.0, high=1.0)
   checks.check_nonnegative(log_partition_penalty, "log_partition_penalty", _FN)
@@ -127,6 +171,7 @@ def linear_cross_entropy(
     block_dim: Optional[int] = None,
     interpret: bool = False,
     fused_backward: bool = False,
+    vocab_axis_name: Optional[str] = None,
 ):
   r"""Cross-entropy of ``x @ w.T + bias`` without materializing the logits.
 
@@ -186,6 +231,21 @@ def linear_cross_entropy(
       residuals become the gradient buffers), and the GEMMs lose efficiency
       when the rows per block get few (very large V). Default False
       (streaming forward, recomputing backward: smallest memory).
+    vocab_axis_name: explicit vocab parallelism (``xla_chunked`` only, without
+      ``fused_backward``). None (default): ``w`` holds every class. A mesh
+      axis name: the call must run inside ``jax.shard_map`` over that axis;
+      ``w`` (and ``bias``, ``class_weights``) is the local shard
+      ``(V_local, D)`` holding classes ``[r V_local, (r + 1) V_local)`` on the
+      shard of axis index ``r``; ``x`` and ``labels`` (global class ids) are
+      replicated over the axis; ``V = V_local * axis_size`` in ``a / V``. The
+      global lse is ``M + log psum(exp(lse_local - M))``, ``M = pmax
+      lse_local`` (as CCE's ``vocab_parallel/utils.py::vp_reduce_lse``;
+      Shoeybi et al., "Megatron-LM", arXiv:1909.08053, Sec. 3, parallel
+      output embedding fused with the cross-entropy); target logits, ``K``
+      and the smoothing sums are ``psum``-ed. Loss and lse are identical on every
+      shard (``out_specs=P()`` over the axis); ``dX`` is the ``psum`` of the
+      local ``dX``; ``dW`` and ``db`` stay local. Requires the default
+      ``check_vma=True`` of ``shard_map``.
 
   Returns:
     The loss (scalar for ``'mean'`` / ``'sum'``, ``labels.shape`` for
@@ -198,6 +258,17 @@ def linear_cross_entropy(
     >>> float(jax.jit(linear_cross_entropy)(x, w, y))  # log(16)
     2.772588...
 
+    Vocab-parallel inside ``shard_map`` (``w`` split over a 'model' axis):
+
+    >>> from jax.sharding import Mesh, PartitionSpec as P
+    >>> mesh = Mesh(jax.devices()[:1], ("model",))
+    >>> f = jax.shard_map(
+    ...     lambda x, w, y: linear_cross_entropy(x, w, y,
+    ...                                          vocab_axis_name="model"),
+    ...     mesh=mesh, in_specs=(P(), P("model"), P()), out_specs=P())
+    >>> float(jax.jit(f)(x, w, y))
+    2.772588...
+
   References:
     Wijmans et al., "Cut Your Losses in Large-Vocabulary Language Models",
     ICLR 2025 (arXiv:2411.09009), Eq. 1-4 (indexed matmul + LSE forward) and
@@ -207,9 +278,12 @@ def linear_cross_entropy(
     and z-loss). Chowdhery et al., "PaLM", arXiv:2204.02311, Sec. 5 (z-loss).
     Szegedy et al., arXiv:1512.00567, Sec. 7 (label smoothing).
   """
+  shards = _vocab_axis_size(vocab_axis_name, w, implementation,
+                            fused_backward)
   _validate(x, w, labels, bias, class_weights, ignore_index, label_smoothing,
             log_partition_penalty, softcap, reduction, filter_eps,
-            implementation, block_tokens, block_vocab, block_dim)
+            implementation, block_tokens, block_vocab, block_dim,
+            vocab_shards=shards)
   impl = implementation or default_implementation(jax.default_backend())
   batch_shape = jnp.shape(labels)
   d = jnp.shape(x)[-1]
@@ -219,7 +293,7 @@ def linear_cross_entropy(
   # Narrow dtypes stay narrow for the GEMMs (f32 accumulation inside).
   cdt = jnp.promote_types(x2.dtype, w.dtype)
   x2, w = x2.astype(cdt), w.astype(cdt)
-  hp = _math.Hyper(num_classes=int(jnp.shape(w)[0]),
+  hp = _math.Hyper(num_classes=int(jnp.shape(w)[0]) * shards,
                    label_smoothing=float(label_smoothing),
                    log_partition_penalty=float(log_partition_penalty),
                    softcap=None if softcap is None else float(softcap),
@@ -238,8 +312,15 @@ def linear_cross_entropy(
                                ignore_index=ignore_index, reduction=reduction,
                                **options)
   if n == 0:
-    loss_rows = jnp.zeros((0,), _math.F32) + 0.0 * jnp.sum(x2) + 0.0 * jnp.sum(w)
+    zero_w = 0.0 * jnp.sum(w)
+    if vocab_axis_name is not None:   # replicated over the axis, as below
+      zero_w = jax.lax.psum(zero_w, vocab_axis_name)
+    loss_rows = jnp.zeros((0,), _math.F32) + 0.0 * jnp.sum(x2) + zero_w
     lse = loss_rows
+  elif vocab_axis_name is not None:
+    loss_rows, lse = xla_chunked.rows_vocab_parallel(
+        x2, w, y2, bias, class_weights, hp=hp, ignore_index=ignore_index,
+        axis_name=vocab_axis_name, **options)
   else:
     loss_rows, lse = IMPLEMENTATIONS[impl](
         x2, w, y2, bias, class_weights, hp=hp, ignore_index=ignore_index,
@@ -252,6 +333,9 @@ def linear_cross_entropy(
     if reduction == "mean":
       if class_weights is None:
         denom = jnp.sum(valid).astype(_math.F32)
+      elif vocab_axis_name is not None:
+        denom = jnp.sum(xla_chunked.target_weight_vocab_parallel(
+            class_weights, y2, ignore_index, vocab_axis_name))
       else:
         k_y = class_weights.astype(_math.F32)[jnp.where(valid, y2, 0)]
         denom = jnp.sum(jnp.where(valid, k_y, 0.0))

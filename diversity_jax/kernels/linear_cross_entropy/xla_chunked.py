@@ -30,6 +30,15 @@ float normalization turns a bf16 ``dynamic-slice`` of a loop-carried ``w``
 into an f32 slice of ``convert(w)`` and loop-invariant code motion hoists the
 convert: a full f32 copy of ``w``. ``_take`` / ``_put`` slice and update the
 ``uint16`` bit pattern inside the loop instead (see ``_take``).
+
+Inside ``jax.shard_map`` the loop carries and ``cond`` branches are marked as
+varying over the mesh axes of the inputs (``_vary``) and each cotangent is
+``psum``-ed over the axes where it varies but its primal does not
+(``_sum_to_primal``: e.g. ``dW`` of a replicated ``w`` with ``x`` split over a
+data axis); outside it both are no-ops. ``rows_vocab_parallel`` is the
+explicit vocab-parallel mode (``w`` = the local vocab shard of an axis): the
+same streaming loops per shard, the global lse combined as
+``pmax`` + ``psum`` of rescaled sums, ``dX`` ``psum``-ed in f32.
 """
 
 from __future__ import annotations
@@ -114,18 +123,68 @@ def _bias_f32(bias):
   return None if bias is None else bias.astype(F32)
 
 
-def _forward(x, w, labels, bias, k, hp, ignore_index, bt, bv):
-  """Token blocks (outer) x vocab blocks (inner), online LSE per row.
+def varying_axes(*arrays) -> frozenset:
+  """Mesh axes over which any of ``arrays`` varies inside ``jax.shard_map``
+  (empty outside it)."""
+  out = frozenset()
+  for a in arrays:
+    if a is None:
+      continue
+    aval = jax.typeof(a)
+    mat = getattr(aval, "manual_axis_type", None)
+    out |= frozenset(getattr(mat, "varying", None)
+                     or getattr(aval, "vma", None) or ())
+  return out
 
-  The ``V // bv`` full vocab blocks run in a loop and the ``V % bv`` tail
-  once after it: no column is ever masked, so a tile is read by the
-  reductions straight out of its GEMM.
+
+def _vary(tree, axes: frozenset):
+  """``tree`` marked as varying over ``axes`` (``jax.lax.pcast``), so that loop
+  carries and ``cond`` branches created from constants type-check inside
+  ``jax.shard_map``; a no-op outside it."""
+  if not axes:
+    return tree
+
+  def leaf(a):
+    missing = tuple(sorted(axes - varying_axes(a)))
+    return jax.lax.pcast(a, missing, to="varying") if missing else a
+
+  return jax.tree.map(leaf, tree)
+
+
+def _sum_to_primal(cts, primals):
+  """Cotangents ``psum``-ed over the mesh axes where they vary but their
+  primal does not (inside ``jax.shard_map``: the transpose of the implicit
+  broadcast of a replicated input, e.g. ``dW`` over a data axis)."""
+  def leaf(ct, primal):
+    if ct is None:
+      return None
+    extra = tuple(sorted(varying_axes(ct) - varying_axes(primal)))
+    return jax.lax.psum(ct, extra) if extra else ct
+  return tuple(leaf(c, p) for c, p in zip(cts, primals))
+
+
+def _forward(x, w, labels, bias, k, hp, ignore_index, bt, bv):
+  """Per-row ``(loss, lse)``: ``_forward_stats`` then ``_math.row_loss``."""
+  valid = labels != ignore_index
+  labels_eff = jnp.where(valid, labels, -2)
+  lse, s_y, s_w = _forward_stats(x, w, labels_eff, bias, k, hp, bt, bv)
+  safe = jnp.where(valid, labels, 0)
+  loss = _math.row_loss(lse, s_y, s_w, k[safe], valid, hp, jnp.sum(k))
+  return loss, lse
+
+
+def _forward_stats(x, w, labels_eff, bias, k, hp, bt, bv):
+  """Per-row ``(lse, s_y, s_w)`` over the rows of ``w``: online LSE, target
+  logit (0 where ``labels_eff`` matches no row) and ``sum_j k_j s_ij``.
+
+  Token blocks (outer) x vocab blocks (inner). The ``V // bv`` full vocab
+  blocks run in a loop and the ``V % bv`` tail once after it: no column is
+  ever masked, so a tile is read by the reductions straight out of its GEMM.
   """
   n, v = x.shape[0], w.shape[0]
   nt = _cdiv(n, bt)
   n_full, tail = divmod(v, bv)
-  valid = labels != ignore_index
-  labels_eff = jnp.where(valid, labels, -2)
+  axes = varying_axes(x, w, labels_eff, bias, k)
   bias = _bias_f32(bias)
 
   def token_block(i, outs):
@@ -145,6 +204,7 @@ def _forward(x, w, labels, bias, k, hp, ignore_index, bt, bv):
       return m, l, sy + dy, sw + dw_
 
     carry = (jnp.full((bt,), -jnp.inf, F32),) + (jnp.zeros((bt,), F32),) * 3
+    carry = _vary(carry, axes)
     carry = jax.lax.fori_loop(
         0, n_full, lambda j, c: vocab_block(c, j, j * bv, bv), carry)
     if tail:
@@ -154,27 +214,35 @@ def _forward(x, w, labels, bias, k, hp, ignore_index, bt, bv):
     return tuple(jax.lax.dynamic_update_slice_in_dim(a, b, t0, 0)
                  for a, b in zip(outs, (lse, sy, sw)))
 
-  zeros = jnp.zeros((n,), F32)
-  lse, s_y, s_w = jax.lax.fori_loop(0, nt, token_block, (zeros, zeros, zeros))
-  safe = jnp.where(valid, labels, 0)
-  loss = _math.row_loss(lse, s_y, s_w, k[safe], valid, hp, jnp.sum(k))
-  return loss, lse
+  zeros = _vary(jnp.zeros((n,), F32), axes)
+  return jax.lax.fori_loop(0, nt, token_block, (zeros, zeros, zeros))
 
 
 def _backward(x, w, labels, bias, k, lse, g, h, hp, ignore_index, bt, bv, eps):
-  """Vocab blocks (outer) x token blocks (inner); ``dW`` rows written once.
-
-  The ``V // bv`` full vocab blocks run in a loop and a ragged tail block of
-  ``V % bv`` rows runs once after it, so no two blocks overlap and each
-  ``dW`` block is cast and stored in place exactly once.
-  """
-  n, v = x.shape[0], w.shape[0]
-  nt = _cdiv(n, bt)
+  """``(dX, dW, db)`` in the input dtypes (see ``_backward_grads``)."""
   valid = labels != ignore_index
   safe = jnp.where(valid, labels, 0)
   labels_eff = jnp.where(valid, labels, -2)
   alpha, beta, gamma = _math.grad_coefficients(
       g, h, lse, k[safe], valid, hp, jnp.sum(k))
+  dx, dw, db = _backward_grads(x, w, labels_eff, bias, k, lse, alpha, beta,
+                               gamma, hp, bt, bv, eps)
+  return dx.astype(x.dtype), dw, db
+
+
+def _backward_grads(x, w, labels_eff, bias, k, lse, alpha, beta, gamma, hp,
+                    bt, bv, eps):
+  """f32 ``dX``, ``dW`` (``w.dtype``) and ``db`` (``bias.dtype``) for per-row
+  coefficients ``(alpha, beta, gamma)`` (``_math.grad_coefficients``).
+
+  Vocab blocks (outer) x token blocks (inner); ``dW`` rows written once. The
+  ``V // bv`` full vocab blocks run in a loop and a ragged tail block of
+  ``V % bv`` rows runs once after it, so no two blocks overlap and each
+  ``dW`` block is cast and stored in place exactly once.
+  """
+  n, v = x.shape[0], w.shape[0]
+  nt = _cdiv(n, bt)
+  axes = varying_axes(x, w, labels_eff, bias, k, lse, alpha, beta, gamma)
   cdt = x.dtype
   out_b = None if bias is None else bias.dtype
   bias = _bias_f32(bias)
@@ -208,14 +276,18 @@ def _backward(x, w, labels, bias, k, lse, g, h, hp, ignore_index, bt, bv, eps):
       if eps is None:
         dx_t, dw_t, db_t = gemms(d)
       else:   # the skipped branch returns zeros: no copy of the carries
-        skip = lambda d: jax.tree.map(jnp.zeros_like, jax.eval_shape(gemms, d))
-        dx_t, dw_t, db_t = jax.lax.cond(filt < eps, skip, gemms, d)
+        skip = lambda d: _vary(
+            jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
+                         jax.eval_shape(gemms, d)), axes)
+        dx_t, dw_t, db_t = jax.lax.cond(
+            filt < eps, skip, lambda d: _vary(gemms(d), axes), d)
       # Rows of a clamped token block owned by the previous block have d = 0.
       dx = jax.lax.dynamic_update_slice_in_dim(dx, sl(dx) + dx_t, t0, 0)
       return (dx, dw_blk + dw_t, None if db_blk is None else db_blk + db_t)
 
-    init = (dx, jnp.zeros((size, w.shape[1]), F32),
-            None if bias is None else jnp.zeros((size,), F32))
+    init = (dx,) + _vary((jnp.zeros((size, w.shape[1]), F32),
+                          None if bias is None else jnp.zeros((size,), F32)),
+                         axes)
     return jax.lax.fori_loop(0, nt, token_block, init)
 
   def store(carry, j, v0, size):
@@ -226,16 +298,15 @@ def _backward(x, w, labels, bias, k, lse, g, h, hp, ignore_index, bt, bv, eps):
       db = jax.lax.dynamic_update_slice_in_dim(db, db_blk, v0, 0)
     return dx, dw, db
 
-  init = (jnp.zeros(x.shape, F32), jnp.zeros(w.shape, w.dtype),
-          None if bias is None else jnp.zeros((v,), F32))
+  init = _vary((jnp.zeros(x.shape, F32), jnp.zeros(w.shape, w.dtype),
+                None if bias is None else jnp.zeros((v,), F32)), axes)
   n_full, tail = divmod(v, bv)
   carry = jax.lax.fori_loop(0, n_full, lambda j, c: store(c, j, j * bv, bv),
                             init)
   if tail:
     carry = store(carry, jnp.int32(n_full), n_full * bv, tail)
   dx, dw, db = carry
-  return (dx.astype(x.dtype), dw,
-          None if bias is None else db.astype(out_b))
+  return dx, dw, None if bias is None else db.astype(out_b)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9))
@@ -256,6 +327,7 @@ def _rows_bwd(hp, ignore_index, bt, bv, eps, res, cts):
   k = _class_weights(class_weights, w.shape[0])
   dx, dw, db = _backward(x, w, labels, bias, k, lse, g.astype(F32),
                          h.astype(F32), hp, ignore_index, bt, bv, eps)
+  dx, dw, db = _sum_to_primal((dx, dw, db), (x, w, bias))
   dcw = None if class_weights is None else jnp.zeros_like(class_weights)
   return dx, dw, db, dcw, None
 
@@ -272,6 +344,120 @@ def rows(x, w, labels, bias, class_weights, *, hp: _math.Hyper, ignore_index,
   bv = max(1, min(int(block_vocab), v))
   return _rows(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv,
                filter_eps)
+
+
+# ----------------------------------------------------------------------------
+# Explicit vocab parallelism: ``w`` is the local shard of a ``shard_map`` axis.
+# ----------------------------------------------------------------------------
+
+
+def _vp_labels(labels, ignore_index, v_local, axis_name):
+  """``(valid, here, local)``: non-ignored rows, rows whose target lies in
+  this shard's ``[start, start + V_local)`` and the shard-local target id
+  (-2, matching no column, elsewhere); ``start = axis_index * V_local``."""
+  start = jax.lax.axis_index(axis_name) * v_local
+  valid = labels != ignore_index
+  local = labels - start
+  here = valid & (local >= 0) & (local < v_local)
+  return valid, here, jnp.where(here, local, -2)
+
+
+def _vp_target_weight(k, here, local, axis_name):
+  """Global ``k_{y_i}`` (0 on ignored rows): one shard holds it, ``psum``."""
+  k_y = jnp.where(here, k[jnp.where(here, local, 0)], 0.0)
+  return jax.lax.psum(k_y, axis_name)
+
+
+def _vp_class_totals(class_weights, labels, ignore_index, v_local, hp,
+                     axis_name):
+  """``(valid, here, local, k, k_y, K)`` with the global ``k_y`` and ``K``."""
+  valid, here, local = _vp_labels(labels, ignore_index, v_local, axis_name)
+  k = _class_weights(class_weights, v_local)
+  if class_weights is None:   # k = 1: no collective needed
+    return valid, here, local, k, valid.astype(F32), float(hp.num_classes)
+  k_y = _vp_target_weight(k, here, local, axis_name)
+  return valid, here, local, k, k_y, jax.lax.psum(jnp.sum(k), axis_name)
+
+
+def _vp_forward(x, w, labels, bias, class_weights, hp, ignore_index, bt, bv,
+                axis_name):
+  valid, _, local, k, k_y, k_total = _vp_class_totals(
+      class_weights, labels, ignore_index, w.shape[0], hp, axis_name)
+  lse_loc, s_y, s_w = _forward_stats(x, w, local, bias, k, hp, bt, bv)
+  # Global lse from the per-shard lse: max, then the rescaled sum.
+  m = jax.lax.pmax(lse_loc, axis_name)
+  lse = m + jnp.log(jax.lax.psum(jnp.exp(lse_loc - m), axis_name))
+  s_y = jax.lax.psum(s_y, axis_name)
+  s_w = jax.lax.psum(s_w, axis_name) if hp.label_smoothing else s_w
+  loss = _math.row_loss(lse, s_y, s_w, k_y, valid, hp, k_total)
+  return loss, lse
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9, 10))
+def _rows_vp(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv, eps,
+             axis_name):
+  return _vp_forward(x, w, labels, bias, class_weights, hp, ignore_index, bt,
+                     bv, axis_name)
+
+
+def _rows_vp_fwd(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv,
+                 eps, axis_name):
+  loss, lse = _vp_forward(x, w, labels, bias, class_weights, hp, ignore_index,
+                          bt, bv, axis_name)
+  return (loss, lse), (x, w, bias, class_weights, labels, lse)
+
+
+def _rows_vp_bwd(hp, ignore_index, bt, bv, eps, axis_name, res, cts):
+  x, w, bias, class_weights, labels, lse = res
+  g, h = cts
+  valid, _, local, k, k_y, k_total = _vp_class_totals(
+      class_weights, labels, ignore_index, w.shape[0], hp, axis_name)
+  alpha, beta, gamma = _math.grad_coefficients(
+      g.astype(F32), h.astype(F32), lse, k_y, valid, hp, k_total)
+  dx, dw, db = _backward_grads(x, w, local, bias, k, lse, alpha, beta, gamma,
+                               hp, bt, bv, eps)
+  # x is replicated over the axis: its gradient sums every shard's columns
+  # (f32 all-reduce, as CCE's vocab-parallel dE); dW and db stay local.
+  dx = jax.lax.psum(dx, axis_name).astype(x.dtype)
+  dx, dw, db = _sum_to_primal((dx, dw, db), (x, w, bias))
+  dcw = None if class_weights is None else jnp.zeros_like(class_weights)
+  return dx, dw, db, dcw, None
+
+
+_rows_vp.defvjp(_rows_vp_fwd, _rows_vp_bwd)
+
+
+def rows_vocab_parallel(x, w, labels, bias, class_weights, *,
+                        hp: _math.Hyper, ignore_index, axis_name,
+                        block_tokens=1024, block_vocab=512, filter_eps=None,
+                        **unused):
+  """Per-row global ``(loss, lse)`` with ``w`` (and ``bias``,
+  ``class_weights``) the local vocab shard of ``axis_name``.
+
+  Call inside ``jax.shard_map`` with ``x`` and the *global* ``labels``
+  replicated over ``axis_name``; ``hp.num_classes`` is the global vocabulary
+  size. Each shard streams its own rows of ``w`` (``_forward_stats``), the
+  global lse is ``M + log psum(exp(lse_local - M))`` with ``M = pmax
+  lse_local``, the target logit and the label-smoothing sum are ``psum``-ed;
+  the results are identical on every shard. Backward: local ``dW`` / ``db``
+  and ``dX = psum`` of the local ``dX`` (f32).
+  """
+  del unused
+  n, v = x.shape[0], w.shape[0]
+  bt = max(1, min(int(block_tokens), n))
+  bv = max(1, min(int(block_vocab), v))
+  return _rows_vp(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv,
+                  filter_eps, axis_name)
+
+
+def target_weight_vocab_parallel(class_weights, labels, ignore_index,
+                                 axis_name):
+  """Global per-row ``k_{y_i}`` (0 on ignored rows) from the local shard
+  ``class_weights`` of ``axis_name`` (one shard holds it: ``psum``)."""
+  v_local = class_weights.shape[0]
+  _, here, local = _vp_labels(labels, ignore_index, v_local, axis_name)
+  return _vp_target_weight(jax.lax.stop_gradient(class_weights).astype(F32),
+                           here, local, axis_name)
 
 
 # ----------------------------------------------------------------------------
