@@ -103,7 +103,8 @@ def test_bf16_without_bit_packing(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_no_vocab_sized_temporaries(dtype):
-  """Compile-only: loss + dX + dW keep no V x D temporary buffer.
+  """Compile-only: loss + dX + dW keep no V x D temporary buffer (also with
+  ``vocab_sorting=True``).
 
   XLA:CPU normalizes bf16 slices / updates of loop-carried arrays to f32 and
   hoists the convert, which used to keep a full copy of ``w`` (and of ``dW``)
@@ -125,5 +126,7 @@ def test_no_vocab_sized_temporaries(dtype):
   assert temp_bytes(implementation="reference") >= n * v * 4
   for tail in (0, 100):                  # V a multiple of block_vocab or not
     w = jax.ShapeDtypeStruct((v - tail, d), dtype)
-    got = temp_bytes(block_tokens=64, block_vocab=512)
-    assert got < w_bytes / 4, (tail, got, w_bytes)
+    # vocab_sorting: gathered w rows, scattered dW rows, (V,) LA + argsort.
+    for sort in (False, True):
+      got = temp_bytes(block_tokens=64, block_vocab=512, vocab_sorting=sort)
+      assert got < w_bytes / 4, (tail, sort, got, w_bytes)

@@ -11,6 +11,17 @@ inside the kernels, padded rows have label -2, zero gradient coefficients and
 
 The per-row loss and the gradient coefficients come from ``_math`` (the same
 code as every other path).
+
+Vocab sorting (``Config.sort`` with the filter on; backends with
+``Launchers.sorts``): the backward launchers also get ``order`` (Vp,) int32, a
+permutation whose first ``V`` entries are ``argsort`` of the logit average
+``(mean_{valid i} x_i) . w_j + b_j`` and whose padded entries stay last. The
+kernels gather their vocab tiles through it and ``dw`` returns its rows in
+that sorted layout, put back in class order here (one gather fused with the
+final cast). The average is taken before the soft-cap (a monotone map of it:
+the same order as the capped mean logit), not of each capped logit as
+``xla_chunked`` and CCE do; the order only changes which tiles the filter
+skips, never the values beyond the filter's tolerance.
 """
 
 from __future__ import annotations
@@ -33,12 +44,14 @@ class Config(NamedTuple):
   bd: int
   eps: Optional[float]
   interpret: Any
+  sort: bool = False
 
 
 class Launchers(NamedTuple):
   fwd: Callable
   dx: Callable
   dw: Callable
+  sorts: bool = False          # dx / dw accept ``order=`` (vocab sorting)
 
 
 def _round_up(a, b):
@@ -108,10 +121,18 @@ def _rows_bwd(ignore_index, cfg, launch, res, cts):
   alpha, beta, gamma = (_pad(c, np_, 0) for c in coeffs)
   lse_p = _pad(lse, np_, 0, jnp.inf)
   args = (xp, wp, bp, kp, yp, lse_p, alpha, beta, gamma, cfg)
-  dx = launch.dx(*args)[:n, :d].astype(x.dtype)
-  dw, db = launch.dw(*args)
-  dw = dw[:v, :d].astype(w.dtype)
-  db = None if bias is None else db[:v].astype(bias.dtype)
+  if cfg.sort and cfg.eps is not None:
+    order = _vocab_order(x, w, bias, valid, wp.shape[0])
+    dx = launch.dx(*args, order=order)[:n, :d].astype(x.dtype)
+    dw, db = launch.dw(*args, order=order)
+    inv = jnp.argsort(order[:v]).astype(jnp.int32)   # sorted row of class c
+    dw = jnp.take(dw, inv, axis=0)[:, :d].astype(w.dtype)
+    db = None if bias is None else jnp.take(db, inv).astype(bias.dtype)
+  else:
+    dx = launch.dx(*args)[:n, :d].astype(x.dtype)
+    dw, db = launch.dw(*args)
+    dw = dw[:v, :d].astype(w.dtype)
+    db = None if bias is None else db[:v].astype(bias.dtype)
   dcw = None if class_weights is None else jnp.zeros_like(class_weights)
   return dx, dw, db, dcw, None
 
@@ -119,13 +140,31 @@ def _rows_bwd(ignore_index, cfg, launch, res, cts):
 _rows.defvjp(_rows_fwd, _rows_bwd)
 
 
+def _vocab_order(x, w, bias, valid, vp):
+  """(Vp,) int32: ``argsort`` of ``(mean_{valid} x) . w_j + b_j`` (ascending,
+  stable, as CCE ``sort_logit_avg``), then the padded ids ``V .. Vp - 1``."""
+  v = w.shape[0]
+  count = jnp.maximum(jnp.sum(valid), 1).astype(F32)
+  xbar = jnp.sum(jnp.where(valid[:, None], x.astype(F32), 0.0), 0) / count
+  la = jnp.dot(w, xbar.astype(w.dtype), preferred_element_type=F32)
+  if bias is not None:
+    la = la + bias.astype(F32)
+  order = jnp.argsort(la, stable=True).astype(jnp.int32)
+  return jnp.concatenate([order, jnp.arange(v, vp, dtype=jnp.int32)])
+
+
 def next_pow2(n: int) -> int:
   return 1 << max(0, int(n) - 1).bit_length()
 
 
 def rows(x, w, labels, bias, class_weights, *, hp, ignore_index, launch,
-         block_tokens, block_vocab, block_dim, filter_eps, interpret):
+         block_tokens, block_vocab, block_dim, filter_eps, interpret,
+         vocab_sorting=False):
   """Per-row ``(loss, lse)`` through a backend's Pallas launchers."""
+  if vocab_sorting and not launch.sorts:
+    raise NotImplementedError("linear_cross_entropy: `vocab_sorting=True` is "
+                              "not implemented by these Pallas kernels")
   cfg = Config(hp=hp, bt=int(block_tokens), bv=int(block_vocab),
-               bd=int(block_dim), eps=filter_eps, interpret=interpret)
+               bd=int(block_dim), eps=filter_eps, interpret=interpret,
+               sort=bool(vocab_sorting))
   return _rows(x, w, bias, class_weights, labels, ignore_index, cfg, launch)

@@ -17,6 +17,13 @@ with ``pl.when(max |p - onehot| >= eps)``. Triton needs power-of-two tiles:
 the block sizes are powers of two (>= 16) and inputs are zero-padded to them.
 Run on CPU with ``interpret=True``. Costs 10 N D V flops (forward 2, each
 backward kernel recomputes the logits) in exchange for no atomics.
+
+Vocab sorting (``order`` given to the backward kernels, see
+``_pallas_common``): vocab block ``j`` is the classes ``order[j bv:(j + 1)
+bv]``; the kernels gather those rows of ``w`` / bias / class weights (integer
+array indexing of the refs) and compare labels with the original class ids;
+the ``dW`` kernel writes its block in the sorted layout. Checked in interpret
+mode only: the Triton lowering of the row gathers has not run on a GPU yet.
 """
 
 from __future__ import annotations
@@ -33,21 +40,32 @@ from diversity_jax.kernels.linear_cross_entropy import _pallas_common
 F32 = _math.F32
 
 
-def _logit_tile(x_ref, w_ref, b_ref, j, cfg, nd, v):
+def _vocab_rows(j, cfg, o_ref):
+  """Row selector of vocab block ``j`` and its class ids: the contiguous
+  ``[j bv, (j + 1) bv)``, or ``order[j bv:(j + 1) bv]`` (a gather) with
+  vocab sorting."""
+  if o_ref is None:
+    sel = pl.ds(j * cfg.bv, cfg.bv)
+    return sel, j * cfg.bv + jax.lax.broadcasted_iota(jnp.int32, (cfg.bv,), 0)
+  ids = o_ref[pl.ds(j * cfg.bv, cfg.bv)]
+  return ids, ids
+
+
+def _logit_tile(x_ref, w_ref, b_ref, j, cfg, nd, v, o_ref=None):
   """Capped f32 logits of (this program's rows) x (vocab block j)."""
-  bv, bd = cfg.bv, cfg.bd
+  bd = cfg.bd
   rows = x_ref.shape[0]
+  sel, cols = _vocab_rows(j, cfg, o_ref)
 
   def k_step(kk, z):
     xb = x_ref[:, pl.ds(kk * bd, bd)]
-    wb = w_ref[pl.ds(j * bv, bv), pl.ds(kk * bd, bd)]
+    wb = w_ref[sel, pl.ds(kk * bd, bd)]
     return z + jax.lax.dot_general(xb, wb, (((1,), (1,)), ((), ())),
                                    preferred_element_type=F32)
 
-  z = jax.lax.fori_loop(0, nd, k_step, jnp.zeros((rows, bv), F32))
-  cols = j * bv + jax.lax.broadcasted_iota(jnp.int32, (bv,), 0)
+  z = jax.lax.fori_loop(0, nd, k_step, jnp.zeros((rows, cfg.bv), F32))
   own = cols < v
-  s = _math.finish_logits(z, b_ref[pl.ds(j * bv, bv)], cfg.hp.softcap, own)
+  s = _math.finish_logits(z, b_ref[sel], cfg.hp.softcap, own)
   return s, cols, own
 
 
@@ -73,8 +91,8 @@ def _fwd_kernel(x_ref, w_ref, b_ref, k_ref, y_ref, lse_ref, sy_ref, sw_ref, *,
   sw_ref[...] = sw
 
 
-def _grad_tile(s, cols, own, y, k_ref, lse, a, b, g, j, cfg):
-  k = jnp.where(own, k_ref[pl.ds(j * cfg.bv, cfg.bv)], 0.0)
+def _grad_tile(s, cols, own, y, k_ref, lse, a, b, g, j, cfg, o_ref=None):
+  k = jnp.where(own, k_ref[_vocab_rows(j, cfg, o_ref)[0]], 0.0)
   onehot = y[:, None] == jnp.where(own, cols, -1)[None, :]
   return _math.tile_grad(s, lse, a, b, g, onehot, k, cfg.hp)
 
@@ -87,30 +105,41 @@ def _when_kept(filt, cfg):
 
 
 def _dx_kernel(x_ref, w_ref, b_ref, k_ref, y_ref, lse_ref, a_ref, b2_ref,
-               g_ref, dx_ref, *, cfg, nv, nd, v):
-  bd, bv = cfg.bd, cfg.bv
+               g_ref, *refs, cfg, nv, nd, v):
+  o_ref, dx_ref = refs if len(refs) == 2 else (None,) + refs
+  bd = cfg.bd
   dx_ref[...] = jnp.zeros(dx_ref.shape, F32)
   y, lse, a, b, g = y_ref[...], lse_ref[...], a_ref[...], b2_ref[...], g_ref[...]
 
   @pl.loop(0, nv)
   def _(j):
-    s, cols, own = _logit_tile(x_ref, w_ref, b_ref, j, cfg, nd, v)
-    d, filt = _grad_tile(s, cols, own, y, k_ref, lse, a, b, g, j, cfg)
+    s, cols, own = _logit_tile(x_ref, w_ref, b_ref, j, cfg, nd, v, o_ref)
+    d, filt = _grad_tile(s, cols, own, y, k_ref, lse, a, b, g, j, cfg, o_ref)
     dc = d.astype(w_ref.dtype)
+    sel = _vocab_rows(j, cfg, o_ref)[0]
 
     @_when_kept(filt, cfg)
     def _():
       @pl.loop(0, nd)
       def _(kk):
-        wb = w_ref[pl.ds(j * bv, bv), pl.ds(kk * bd, bd)]
+        wb = w_ref[sel, pl.ds(kk * bd, bd)]
         dx_ref[:, pl.ds(kk * bd, bd)] += jnp.dot(
             dc, wb, preferred_element_type=F32)
 
 
 def _dw_kernel(x_ref, w_ref, b_ref, k_ref, y_ref, lse_ref, a_ref, b2_ref,
-               g_ref, dw_ref, db_ref, *, cfg, nt, nd, v):
+               g_ref, *refs, cfg, nt, nd, v):
+  """Without ``order``: ``w`` / bias / class-weight refs are this program's
+  vocab block. With it (vocab sorting): the full arrays, gathered through
+  ``order[j bv:(j + 1) bv]``; the output block is in the sorted layout."""
+  o_ref, dw_ref, db_ref = refs if len(refs) == 3 else (None,) + refs
   bt, bd, bv = cfg.bt, cfg.bd, cfg.bv
   j = pl.program_id(0)
+  if o_ref is None:
+    sel = slice(None)
+    cols = j * bv + jax.lax.broadcasted_iota(jnp.int32, (bv,), 0)
+  else:
+    sel, cols = _vocab_rows(j, cfg, o_ref)
   dw_ref[...] = jnp.zeros(dw_ref.shape, F32)
   db_ref[...] = jnp.zeros(db_ref.shape, F32)
 
@@ -120,15 +149,14 @@ def _dw_kernel(x_ref, w_ref, b_ref, k_ref, y_ref, lse_ref, a_ref, b2_ref,
 
     def k_step(kk, z):
       xb = x_ref[rows, pl.ds(kk * bd, bd)]
-      wb = w_ref[:, pl.ds(kk * bd, bd)]
+      wb = w_ref[sel, pl.ds(kk * bd, bd)]
       return z + jax.lax.dot_general(xb, wb, (((1,), (1,)), ((), ())),
                                      preferred_element_type=F32)
 
     z = jax.lax.fori_loop(0, nd, k_step, jnp.zeros((bt, bv), F32))
-    cols = j * bv + jax.lax.broadcasted_iota(jnp.int32, (bv,), 0)
     own = cols < v
-    s = _math.finish_logits(z, b_ref[...], cfg.hp.softcap, own)
-    k = jnp.where(own, k_ref[...], 0.0)
+    s = _math.finish_logits(z, b_ref[sel], cfg.hp.softcap, own)
+    k = jnp.where(own, k_ref[sel], 0.0)
     onehot = y_ref[rows][:, None] == jnp.where(own, cols, -1)[None, :]
     d, filt = _math.tile_grad(s, lse_ref[rows], a_ref[rows], b2_ref[rows],
                               g_ref[rows], onehot, k, cfg.hp)
@@ -168,44 +196,52 @@ def _fwd(xp, wp, bp, kp, yp, cfg):
       name="lce_fwd")(xp, wp, bp, kp, yp)
 
 
-def _dx(xp, wp, bp, kp, yp, lse, a, b, g, cfg):
+def _dx(xp, wp, bp, kp, yp, lse, a, b, g, cfg, order=None):
   (np_, dp), vp = xp.shape, wp.shape[0]
   nt, nv, nd = np_ // cfg.bt, vp // cfg.bv, dp // cfg.bd
   kern = functools.partial(_dx_kernel, cfg=cfg, nv=nv, nd=nd,
                            v=cfg.hp.num_classes)
   row = _rows_spec(cfg.bt)
+  extra = () if order is None else (order,)
   return pl.pallas_call(
       kern, grid=(nt,),
       in_specs=[_rows_spec(cfg.bt, dp), _full((vp, dp)), _full((vp,)),
-                _full((vp,)), row, row, row, row, row],
+                _full((vp,)), row, row, row, row, row]
+      + [_full((vp,))] * len(extra),
       out_specs=_rows_spec(cfg.bt, dp),
       out_shape=jax.ShapeDtypeStruct((np_, dp), F32), interpret=cfg.interpret,
-      name="lce_bwd_dx")(xp, wp, bp, kp, yp, lse, a, b, g)
+      name="lce_bwd_dx")(xp, wp, bp, kp, yp, lse, a, b, g, *extra)
 
 
-def _dw(xp, wp, bp, kp, yp, lse, a, b, g, cfg):
+def _dw(xp, wp, bp, kp, yp, lse, a, b, g, cfg, order=None):
   (np_, dp), vp = xp.shape, wp.shape[0]
   nt, nv, nd = np_ // cfg.bt, vp // cfg.bv, dp // cfg.bd
   kern = functools.partial(_dw_kernel, cfg=cfg, nt=nt, nd=nd,
                            v=cfg.hp.num_classes)
   vec = _full((np_,))
+  if order is None:      # this program's vocab block
+    vocab = [_rows_spec(cfg.bv, dp), _rows_spec(cfg.bv), _rows_spec(cfg.bv)]
+    extra = ()
+  else:                  # whole arrays, gathered through ``order``
+    vocab = [_full((vp, dp)), _full((vp,)), _full((vp,))]
+    extra = (order,)
   return pl.pallas_call(
       kern, grid=(nv,),
-      in_specs=[_full((np_, dp)), _rows_spec(cfg.bv, dp), _rows_spec(cfg.bv),
-                _rows_spec(cfg.bv), vec, vec, vec, vec, vec],
+      in_specs=[_full((np_, dp))] + vocab + [vec] * 5
+      + [_full((vp,))] * len(extra),
       out_specs=[_rows_spec(cfg.bv, dp), _rows_spec(cfg.bv)],
       out_shape=[jax.ShapeDtypeStruct((vp, dp), F32),
                  jax.ShapeDtypeStruct((vp,), F32)],
       interpret=cfg.interpret, name="lce_bwd_dw")(xp, wp, bp, kp, yp, lse, a,
-                                                  b, g)
+                                                  b, g, *extra)
 
 
-LAUNCHERS = _pallas_common.Launchers(fwd=_fwd, dx=_dx, dw=_dw)
+LAUNCHERS = _pallas_common.Launchers(fwd=_fwd, dx=_dx, dw=_dw, sorts=True)
 
 
 def rows(x, w, labels, bias, class_weights, *, hp, ignore_index,
          block_tokens=64, block_vocab=128, block_dim=32, filter_eps=None,
-         interpret=False, **unused):
+         interpret=False, vocab_sorting=False, **unused):
   """Per-row ``(loss, lse)`` with the Triton-lowered Pallas kernels."""
   del unused
   p2 = _pallas_common.next_pow2
@@ -215,4 +251,5 @@ def rows(x, w, labels, bias, class_weights, *, hp, ignore_index,
   return _pallas_common.rows(
       x, w, labels, bias, class_weights, hp=hp, ignore_index=ignore_index,
       launch=LAUNCHERS, block_tokens=bt, block_vocab=bv, block_dim=bd,
-      filter_eps=filter_eps, interpret=interpret)
+      filter_eps=filter_eps, interpret=interpret,
+      vocab_sorting=vocab_sorting)

@@ -18,6 +18,19 @@ The CCE gradient filter (Wijmans et al. 2025, Sec. 4.3) skips a tile's two
 backward GEMMs with ``lax.cond`` when ``max |p - onehot| < filter_eps``.
 Cost: 2 N D V flops forward + 6 N D V backward (logits recomputed once).
 
+Vocab sorting (``sort=True`` with the filter on; Wijmans et al. 2025, Sec.
+4.3 and Table 1): the forward also sums each class's (bias-added, soft-capped)
+logit over the valid rows from the tiles it already computes, an f32 ``(V,)``
+residual ``LA`` (the logit average; CCE ``cce_lse_forward``'s ``LA`` side
+output). The backward takes ``order = argsort(LA)`` (ascending, stable, as
+CCE ``cce.py::sort_logit_avg``) and vocab block ``k`` holds the classes
+``order[k bv:(k + 1) bv]``: their rows of ``w`` / ``bias`` / class weights are
+gathered, the label test compares original class ids, and the block's ``dW``
+/ ``db`` rows are scattered back to their original positions (a permutation:
+each row written once, in place). Classes with non-negligible probability
+then share blocks, so more tiles fall wholly below ``filter_eps``
+(``skipped_tiles`` counts them).
+
 Opt-in ``fused_backward`` (``reduced``): for f32 scalar losses the gradients
 are formed in the forward pass from full-vocabulary row blocks (Liger-style,
 6 N D V flops in total) and only scaled by the cotangent in the backward; it
@@ -113,6 +126,32 @@ def _put(a, blk, start):
   return jax.lax.bitcast_convert_type(out, a.dtype)
 
 
+def _gather(a, idx, *salt):
+  """Rows ``a[idx]`` inside a loop body (narrow floats as ``uint16`` bits on
+  CPU, see ``_take``)."""
+  if not _packed(a):
+    return jnp.take(a, idx, axis=0, mode="clip")
+  idx, _, a = jax.lax.optimization_barrier((idx, salt, a))
+  blk = jnp.take(_bits(a), idx, axis=0, mode="clip")
+  return jax.lax.bitcast_convert_type(blk, a.dtype)
+
+
+def _scatter(a, blk, idx):
+  """``a`` with rows ``idx`` (distinct) set to ``blk`` (cast), in place.
+
+  Narrow floats on CPU: XLA:CPU fuses no bit-cast into a scatter (the
+  ``uint16`` view of ``a`` would be a whole-array copy), so the rows are
+  written one by one with ``_put``, whose dynamic-update-slice stays in place.
+  """
+  if not _packed(a):
+    return a.at[idx].set(blk.astype(a.dtype), unique_indices=True,
+                         mode="promise_in_bounds")
+  return jax.lax.fori_loop(
+      0, idx.shape[0],
+      lambda r, a: _put(a, jax.lax.dynamic_slice_in_dim(blk, r, 1), idx[r]),
+      a)
+
+
 def _class_weights(class_weights, v):
   if class_weights is None:
     return jnp.ones((v,), F32)
@@ -163,19 +202,29 @@ def _sum_to_primal(cts, primals):
   return tuple(leaf(c, p) for c, p in zip(cts, primals))
 
 
-def _forward(x, w, labels, bias, k, hp, ignore_index, bt, bv):
-  """Per-row ``(loss, lse)``: ``_forward_stats`` then ``_math.row_loss``."""
+def _forward(x, w, labels, bias, k, hp, ignore_index, bt, bv, sort=False):
+  """Per-row ``(loss, lse)``: ``_forward_stats`` then ``_math.row_loss``;
+  with ``sort`` also the per-class logit average ``LA`` (V,) over valid rows
+  (all zeros when every row is ignored), else None."""
   valid = labels != ignore_index
   labels_eff = jnp.where(valid, labels, -2)
-  lse, s_y, s_w = _forward_stats(x, w, labels_eff, bias, k, hp, bt, bv)
+  stats = _forward_stats(x, w, labels_eff, bias, k, hp, bt, bv,
+                         row_ok=valid if sort else None)
+  lse, s_y, s_w = stats[:3]
   safe = jnp.where(valid, labels, 0)
   loss = _math.row_loss(lse, s_y, s_w, k[safe], valid, hp, jnp.sum(k))
-  return loss, lse
+  la = None
+  if sort:
+    count = jnp.sum(valid).astype(F32)
+    la = stats[3] / jnp.maximum(count, 1.0)
+  return loss, lse, la
 
 
-def _forward_stats(x, w, labels_eff, bias, k, hp, bt, bv):
+def _forward_stats(x, w, labels_eff, bias, k, hp, bt, bv, row_ok=None):
   """Per-row ``(lse, s_y, s_w)`` over the rows of ``w``: online LSE, target
-  logit (0 where ``labels_eff`` matches no row) and ``sum_j k_j s_ij``.
+  logit (0 where ``labels_eff`` matches no row) and ``sum_j k_j s_ij``; with
+  a boolean ``row_ok`` (N,) also the per-class sums ``sum_{i: row_ok_i}
+  s_ij`` (V,) f32 (vocab sorting), accumulated from the same tiles.
 
   Token blocks (outer) x vocab blocks (inner). The ``V // bv`` full vocab
   blocks run in a loop and the ``V % bv`` tail once after it: no column is
@@ -188,12 +237,15 @@ def _forward_stats(x, w, labels_eff, bias, k, hp, bt, bv):
   bias = _bias_f32(bias)
 
   def token_block(i, outs):
-    t0, _, _ = _block(i, n, bt)
+    t0, _, own = _block(i, n, bt)
     x_blk = _take(x, t0, bt, i)
     y_blk = jax.lax.dynamic_slice_in_dim(labels_eff, t0, bt)
+    # Rows counted in the class sums: valid and owned by this token block.
+    keep = (None if row_ok is None
+            else jax.lax.dynamic_slice_in_dim(row_ok, t0, bt) & own)
 
     def vocab_block(carry, j, v0, size):
-      m, l, sy, sw = carry
+      m, l, sy, sw, la = carry
       sl_v = lambda a: jax.lax.dynamic_slice_in_dim(a, v0, size)
       w_blk = _take(w, v0, size, i, j)
       s = _math.tile_logits(x_blk, w_blk, None if bias is None else sl_v(bias),
@@ -201,24 +253,33 @@ def _forward_stats(x, w, labels_eff, bias, k, hp, bt, bv):
       dy, dw_ = _math.target_and_weighted_sum(
           s, y_blk, v0 + jnp.arange(size), sl_v(k), hp.label_smoothing)
       m, l = _math.online_lse_update(m, l, s)
-      return m, l, sy + dy, sw + dw_
+      if la is not None:
+        col = jnp.sum(jnp.where(keep[:, None], s, 0.0), axis=0)
+        la = jax.lax.dynamic_update_slice_in_dim(la, sl_v(la) + col, v0, 0)
+      return m, l, sy + dy, sw + dw_, la
 
+    la = outs[3] if row_ok is not None else None
     carry = (jnp.full((bt,), -jnp.inf, F32),) + (jnp.zeros((bt,), F32),) * 3
-    carry = _vary(carry, axes)
+    carry = _vary(carry, axes) + (la,)
     carry = jax.lax.fori_loop(
         0, n_full, lambda j, c: vocab_block(c, j, j * bv, bv), carry)
     if tail:
       carry = vocab_block(carry, jnp.int32(n_full), n_full * bv, tail)
-    m, l, sy, sw = carry
+    m, l, sy, sw, la = carry
     lse = _math.finalize_lse(m, l)
-    return tuple(jax.lax.dynamic_update_slice_in_dim(a, b, t0, 0)
-                 for a, b in zip(outs, (lse, sy, sw)))
+    new = tuple(jax.lax.dynamic_update_slice_in_dim(a, b, t0, 0)
+                for a, b in zip(outs[:3], (lse, sy, sw)))
+    return new if la is None else new + (la,)
 
   zeros = _vary(jnp.zeros((n,), F32), axes)
-  return jax.lax.fori_loop(0, nt, token_block, (zeros, zeros, zeros))
+  init = (zeros, zeros, zeros)
+  if row_ok is not None:
+    init = init + (_vary(jnp.zeros((v,), F32), axes),)
+  return jax.lax.fori_loop(0, nt, token_block, init)
 
 
-def _backward(x, w, labels, bias, k, lse, g, h, hp, ignore_index, bt, bv, eps):
+def _backward(x, w, labels, bias, k, lse, g, h, hp, ignore_index, bt, bv, eps,
+              order=None):
   """``(dX, dW, db)`` in the input dtypes (see ``_backward_grads``)."""
   valid = labels != ignore_index
   safe = jnp.where(valid, labels, 0)
@@ -226,19 +287,22 @@ def _backward(x, w, labels, bias, k, lse, g, h, hp, ignore_index, bt, bv, eps):
   alpha, beta, gamma = _math.grad_coefficients(
       g, h, lse, k[safe], valid, hp, jnp.sum(k))
   dx, dw, db = _backward_grads(x, w, labels_eff, bias, k, lse, alpha, beta,
-                               gamma, hp, bt, bv, eps)
+                               gamma, hp, bt, bv, eps, order)
   return dx.astype(x.dtype), dw, db
 
 
 def _backward_grads(x, w, labels_eff, bias, k, lse, alpha, beta, gamma, hp,
-                    bt, bv, eps):
+                    bt, bv, eps, order=None):
   """f32 ``dX``, ``dW`` (``w.dtype``) and ``db`` (``bias.dtype``) for per-row
   coefficients ``(alpha, beta, gamma)`` (``_math.grad_coefficients``).
 
   Vocab blocks (outer) x token blocks (inner); ``dW`` rows written once. The
   ``V // bv`` full vocab blocks run in a loop and a ragged tail block of
   ``V % bv`` rows runs once after it, so no two blocks overlap and each
-  ``dW`` block is cast and stored in place exactly once.
+  ``dW`` block is cast and stored in place exactly once. With ``order`` (a
+  permutation of ``[0, V)``, vocab sorting) block ``j`` holds the classes
+  ``order[j bv:(j + 1) bv]``: gathered rows in, scattered ``dW`` / ``db`` rows
+  out.
   """
   n, v = x.shape[0], w.shape[0]
   nt = _cdiv(n, bt)
@@ -248,12 +312,18 @@ def _backward_grads(x, w, labels_eff, bias, k, lse, alpha, beta, gamma, hp,
   bias = _bias_f32(bias)
 
   def block_grads(dx, j, v0, size):
-    """``dX`` updated with vocab rows ``[v0, v0 + size)``; their f32 dW, db."""
-    w_blk = _take(w, v0, size, j)
-    sl_v = lambda a: jax.lax.dynamic_slice_in_dim(a, v0, size)
+    """``dX`` updated with vocab block ``[v0, v0 + size)`` (of ``order`` when
+    given); its f32 dW, db rows."""
+    if order is None:
+      w_blk = _take(w, v0, size, j)
+      sl_v = lambda a: jax.lax.dynamic_slice_in_dim(a, v0, size)
+      cols = v0 + jnp.arange(size)
+    else:
+      cols = jax.lax.dynamic_slice_in_dim(order, v0, size)   # class ids
+      w_blk = _gather(w, cols, j)
+      sl_v = lambda a: jnp.take(a, cols, axis=0, mode="clip")
     b_blk = None if bias is None else sl_v(bias)
     k_blk = sl_v(k)
-    cols = v0 + jnp.arange(size)
 
     def token_block(i, inner):
       dx, dw_blk, db_blk = inner
@@ -293,9 +363,15 @@ def _backward_grads(x, w, labels_eff, bias, k, lse, alpha, beta, gamma, hp,
   def store(carry, j, v0, size):
     dx, dw, db = carry
     dx, dw_blk, db_blk = block_grads(dx, j, v0, size)
-    dw = _put(dw, dw_blk, v0)
-    if db is not None:
-      db = jax.lax.dynamic_update_slice_in_dim(db, db_blk, v0, 0)
+    if order is None:
+      dw = _put(dw, dw_blk, v0)
+      if db is not None:
+        db = jax.lax.dynamic_update_slice_in_dim(db, db_blk, v0, 0)
+    else:
+      idx = jax.lax.dynamic_slice_in_dim(order, v0, size)
+      dw = _scatter(dw, dw_blk, idx)
+      if db is not None:
+        db = _scatter(db, db_blk, idx)
     return dx, dw, db
 
   init = _vary((jnp.zeros(x.shape, F32), jnp.zeros(w.shape, w.dtype),
@@ -309,24 +385,29 @@ def _backward_grads(x, w, labels_eff, bias, k, lse, alpha, beta, gamma, hp,
   return dx, dw, None if bias is None else db.astype(out_b)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9))
-def _rows(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv, eps):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9, 10))
+def _rows(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv, eps,
+          sort=False):
   k = _class_weights(class_weights, w.shape[0])
-  return _forward(x, w, labels, bias, k, hp, ignore_index, bt, bv)
+  return _forward(x, w, labels, bias, k, hp, ignore_index, bt, bv)[:2]
 
 
-def _rows_fwd(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv, eps):
+def _rows_fwd(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv, eps,
+              sort=False):
   k = _class_weights(class_weights, w.shape[0])
-  loss, lse = _forward(x, w, labels, bias, k, hp, ignore_index, bt, bv)
-  return (loss, lse), (x, w, bias, class_weights, labels, lse)
+  loss, lse, la = _forward(x, w, labels, bias, k, hp, ignore_index, bt, bv,
+                           sort=sort and eps is not None)
+  return (loss, lse), (x, w, bias, class_weights, labels, lse, la)
 
 
-def _rows_bwd(hp, ignore_index, bt, bv, eps, res, cts):
-  x, w, bias, class_weights, labels, lse = res
+def _rows_bwd(hp, ignore_index, bt, bv, eps, sort, res, cts):
+  x, w, bias, class_weights, labels, lse, la = res
+  del sort   # la is None unless sorting applies
   g, h = cts
   k = _class_weights(class_weights, w.shape[0])
+  order = None if la is None else jnp.argsort(la, stable=True).astype(jnp.int32)
   dx, dw, db = _backward(x, w, labels, bias, k, lse, g.astype(F32),
-                         h.astype(F32), hp, ignore_index, bt, bv, eps)
+                         h.astype(F32), hp, ignore_index, bt, bv, eps, order)
   dx, dw, db = _sum_to_primal((dx, dw, db), (x, w, bias))
   dcw = None if class_weights is None else jnp.zeros_like(class_weights)
   return dx, dw, db, dcw, None
@@ -336,14 +417,80 @@ _rows.defvjp(_rows_fwd, _rows_bwd)
 
 
 def rows(x, w, labels, bias, class_weights, *, hp: _math.Hyper, ignore_index,
-         block_tokens=1024, block_vocab=512, filter_eps=None, **unused):
-  """Per-row ``(loss, lse)`` in f32 without an N x V buffer (see module doc)."""
+         block_tokens=1024, block_vocab=512, filter_eps=None,
+         vocab_sorting=False, **unused):
+  """Per-row ``(loss, lse)`` in f32 without an N x V buffer (see module doc).
+
+  ``vocab_sorting`` orders the backward's vocab blocks by ``argsort`` of the
+  per-class logit average; ignored when ``filter_eps`` is None.
+  """
   del unused
   n, v = x.shape[0], w.shape[0]
   bt = max(1, min(int(block_tokens), n))
   bv = max(1, min(int(block_vocab), v))
   return _rows(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv,
-               filter_eps)
+               filter_eps, bool(vocab_sorting))
+
+
+def logit_average(x, w, labels, *, hp: _math.Hyper, ignore_index,
+                  bias=None, block_tokens=1024, block_vocab=512):
+  """The forward's vocab-sorting side output ``LA`` (V,) f32: each class's
+  (bias-added, soft-capped) logit averaged over the non-ignored rows (zeros
+  when every row is ignored). The backward's order is ``argsort(LA)``.
+
+  References: Wijmans et al. 2025 (arXiv:2411.09009), Sec. 4.3; CCE
+  ``cce_lse_forward.py`` (``LA`` output) and ``cce.py::sort_logit_avg``.
+  """
+  n, v = x.shape[0], w.shape[0]
+  bt = max(1, min(int(block_tokens), n))
+  bv = max(1, min(int(block_vocab), v))
+  k = _class_weights(None, v)
+  return _forward(x, w, labels, bias, k, hp, ignore_index, bt, bv,
+                  sort=True)[2]
+
+
+def skipped_tiles(x, w, labels, lse, *, filter_eps, order=None, bias=None,
+                  softcap=None, ignore_index=-100, block_tokens=1024,
+                  block_vocab=512):
+  """``(skipped, total)``: backward tiles the CCE filter would skip.
+
+  Walks the backward's tile grid (vocab blocks of ``order``, or of the
+  natural order when None, with the exact-size ragged tail; clamped token
+  blocks) and counts the tiles with ``max |p - onehot| < filter_eps``
+  (``_math.tile_grad``'s statistic, which ``_backward_grads`` tests). A
+  diagnostic for vocab sorting (CCE paper Table 1); not used by the loss.
+  """
+  n, v = x.shape[0], w.shape[0]
+  bt = max(1, min(int(block_tokens), n))
+  bv = max(1, min(int(block_vocab), v))
+  order = jnp.arange(v, dtype=jnp.int32) if order is None else order
+  valid = labels != ignore_index
+  labels_eff = jnp.where(valid, labels, -2)
+  hp = _math.Hyper(num_classes=v, softcap=softcap)
+  bias = _bias_f32(bias)
+  one = jnp.ones((bt,), F32)
+
+  def block(count, v0, size):
+    cols = jax.lax.dynamic_slice_in_dim(order, v0, size)
+    w_blk = jnp.take(w, cols, axis=0, mode="clip")
+    b_blk = None if bias is None else jnp.take(bias, cols, mode="clip")
+
+    def token_block(i, count):
+      t0, _, _ = _block(i, n, bt)
+      sl = lambda a: jax.lax.dynamic_slice_in_dim(a, t0, bt)
+      s = _math.tile_logits(sl(x), w_blk, b_blk, softcap)
+      onehot = sl(labels_eff)[:, None] == cols[None, :]
+      _, filt = _math.tile_grad(s, sl(lse), one, one, one, onehot, None, hp)
+      return count + (filt < filter_eps).astype(jnp.int32)
+
+    return jax.lax.fori_loop(0, _cdiv(n, bt), token_block, count)
+
+  n_full, tail = divmod(v, bv)
+  count = jax.lax.fori_loop(0, n_full, lambda j, c: block(c, j * bv, bv),
+                            jnp.int32(0))
+  if tail:
+    count = block(count, n_full * bv, tail)
+  return count, _cdiv(n, bt) * (n_full + (1 if tail else 0))
 
 
 # ----------------------------------------------------------------------------
@@ -383,7 +530,7 @@ def _vp_forward(x, w, labels, bias, class_weights, hp, ignore_index, bt, bv,
                 axis_name):
   valid, _, local, k, k_y, k_total = _vp_class_totals(
       class_weights, labels, ignore_index, w.shape[0], hp, axis_name)
-  lse_loc, s_y, s_w = _forward_stats(x, w, local, bias, k, hp, bt, bv)
+  lse_loc, s_y, s_w = _forward_stats(x, w, local, bias, k, hp, bt, bv)[:3]
   # Global lse from the per-shard lse: max, then the rescaled sum.
   m = jax.lax.pmax(lse_loc, axis_name)
   lse = m + jnp.log(jax.lax.psum(jnp.exp(lse_loc - m), axis_name))
@@ -547,7 +694,7 @@ def _accumulate_dw(dw, g, x_blk, bv):
 def _reduced(x, w, bias, class_weights, labels, hp, ignore_index, reduction,
              bt, bv):
   loss, _ = _rows(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv,
-                  None)
+                  None, False)
   if reduction == "sum":
     return jnp.sum(loss)
   k = _class_weights(class_weights, w.shape[0])
