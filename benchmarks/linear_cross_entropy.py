@@ -40,12 +40,24 @@ from diversity_jax.kernels import linear_cross_entropy
 DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16}
 
 
-def _inputs(n, d, v, dtype, seed=0):
-  kx, kw, ky = jax.random.split(jax.random.key(seed), 3)
-  x = jax.random.normal(kx, (n, d), jnp.float32).astype(dtype)
-  w = (jax.random.normal(kw, (v, d), jnp.float32) / jnp.sqrt(d)).astype(dtype)
+def _inputs(n, d, v, dtype, seed=0, hot_classes=0):
+  """Random x, w, labels; ``hot_classes > 0``: a peaked, LM-like softmax.
+
+  With ``hot_classes = H``, H classes scattered over the vocabulary get +12 on
+  every token's logit (a shared direction of x and their rows of w) and the
+  labels are drawn from them: they take ~all of the probability mass, as
+  frequent tokens do, and every other class has p ~ 1e-7.
+  """
+  kx, kw, ky, kh = jax.random.split(jax.random.key(seed), 4)
+  x = jax.random.normal(kx, (n, d), jnp.float32)
+  w = jax.random.normal(kw, (v, d), jnp.float32) / jnp.sqrt(d)
   y = jax.random.randint(ky, (n,), 0, v)
-  return x, w, y
+  if hot_classes:
+    hot = jax.random.permutation(kh, v)[:hot_classes]
+    x = x.at[:, 0].set(3.0)
+    w = w.at[hot, 0].set(4.0)
+    y = hot[y % hot_classes]
+  return x.astype(dtype), w.astype(dtype), y
 
 
 def _ours(impl, options):
@@ -128,6 +140,10 @@ def main(argv=None):
   parser.add_argument("--max-logits-gb", type=float, default=6.0)
   parser.add_argument("--memory-only", action="store_true")
   parser.add_argument("--no-tokamax", action="store_true")
+  parser.add_argument("--hot-classes", type=int, default=0,
+                      help="peaked softmax: H hot classes hold ~all the mass")
+  parser.add_argument("--vocab-sorting", action="store_true",
+                      help="add a row for ours with vocab_sorting=True")
   args = parser.parse_args(argv)
 
   options = {}
@@ -148,7 +164,8 @@ def main(argv=None):
       print("tokamax not installed: its rows are skipped")
 
   print(f"backend={jax.default_backend()} devices={jax.devices()} "
-        f"jax={jax.__version__} repeats={args.repeats} options={options}")
+        f"jax={jax.__version__} repeats={args.repeats} options={options} "
+        f"hot_classes={args.hot_classes}")
   print("| shape N x D x V | dtype | method | temp memory | vs reference | "
         "wall (s) | vs reference | vs matmul LB | CPU (s) | vs reference | "
         "vs matmul LB |")
@@ -156,7 +173,7 @@ def main(argv=None):
   for shape in args.shapes.split(","):
     n, d, v = (int(s) for s in shape.lower().split("x"))
     for dname in args.dtypes.split(","):
-      x, w, y = _inputs(n, d, v, DTYPES[dname])
+      x, w, y = _inputs(n, d, v, DTYPES[dname], hot_classes=args.hot_classes)
       logits_gb = n * v * 4 / 2**30
       big = logits_gb > args.max_logits_gb
       run = not args.memory_only
@@ -170,6 +187,10 @@ def main(argv=None):
       rows.append((f"ours ({impl})",) +
                   _measure(_ours(args.impl, options), (x, w, y), run,
                            *timing))
+      if args.vocab_sorting:
+        rows.append((f"ours ({impl}, vocab_sorting)",) + _measure(
+            _ours(args.impl, dict(options, vocab_sorting=True)), (x, w, y),
+            run, *timing))
       if dname == "f32" and args.impl in (None, "xla_chunked"):
         rows.append(("ours (xla_chunked, fused_backward)",) + _measure(
             _ours(args.impl, dict(options, fused_backward=True)), (x, w, y),
