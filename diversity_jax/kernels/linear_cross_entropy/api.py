@@ -7,7 +7,7 @@ explicit mode ``vocab_axis_name='model'`` is for code already inside
 its ``(V_local, D)`` shard of ``w`` (and of ``bias`` / ``class_weights``),
 ``x`` and the global ``labels`` are replicated over the axis, and the loss
 combines the per-shard log-sum-exps with ``pmax`` + ``psum``
-(``xla_chunked.rows_vocab_parallel``); loss and lse are identical on every
+(``xla_vocab_parallel.rows_vocab_parallel``); loss and lse are identical on every
 shard, ``dX`` is ``psum``-ed and ``dW`` / ``db`` stay local.
 """
 
@@ -25,6 +25,8 @@ from diversity_jax.kernels.linear_cross_entropy import pallas_gpu
 from diversity_jax.kernels.linear_cross_entropy import pallas_tpu
 from diversity_jax.kernels.linear_cross_entropy import reference
 from diversity_jax.kernels.linear_cross_entropy import xla_chunked
+from diversity_jax.kernels.linear_cross_entropy import xla_fused
+from diversity_jax.kernels.linear_cross_entropy import xla_vocab_parallel
 
 _FN = "linear_cross_entropy"
 
@@ -340,8 +342,8 @@ def linear_cross_entropy(
     if val is not None:
       options[name] = val
   if (n > 0 and impl == "xla_chunked" and fused_backward
-      and xla_chunked.fused_applies(x2, w, bias, reduction, return_lse)):
-    return xla_chunked.reduced(x2, w, y2, bias, class_weights, hp=hp,
+      and xla_fused.fused_applies(x2, w, bias, reduction, return_lse)):
+    return xla_fused.reduced(x2, w, y2, bias, class_weights, hp=hp,
                                ignore_index=ignore_index, reduction=reduction,
                                **options)
   if n == 0:
@@ -351,7 +353,7 @@ def linear_cross_entropy(
     loss_rows = jnp.zeros((0,), _math.F32) + 0.0 * jnp.sum(x2) + zero_w
     lse = loss_rows
   elif vocab_axis_name is not None:
-    loss_rows, lse = xla_chunked.rows_vocab_parallel(
+    loss_rows, lse = xla_vocab_parallel.rows_vocab_parallel(
         x2, w, y2, bias, class_weights, hp=hp, ignore_index=ignore_index,
         axis_name=vocab_axis_name, **options)
   else:
@@ -367,7 +369,7 @@ def linear_cross_entropy(
       if class_weights is None:
         denom = jnp.sum(valid).astype(_math.F32)
       elif vocab_axis_name is not None:
-        denom = jnp.sum(xla_chunked.target_weight_vocab_parallel(
+        denom = jnp.sum(xla_vocab_parallel.target_weight_vocab_parallel(
             class_weights, y2, ignore_index, vocab_axis_name))
       else:
         k_y = class_weights.astype(_math.F32)[jnp.where(valid, y2, 0)]

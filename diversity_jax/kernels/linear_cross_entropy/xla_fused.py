@@ -1,0 +1,165 @@
+"""``fused_backward=True`` for ``xla_chunked``: gradients in the forward pass.
+
+Opt-in ``fused_backward`` (``reduced``): for f32 scalar losses the gradients
+are formed in the forward pass from full-vocabulary row blocks (Liger-style,
+6 N D V flops in total) and only scaled by the cotangent in the backward; it
+is faster, but its temporaries are two ``(rows, V)`` f32 tiles of ~16 MiB
+(``n_fused_rows``), which are small next to the reference only for large N,
+and its GEMMs lose efficiency when ``rows`` gets small (large V).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from diversity_jax.kernels.linear_cross_entropy import _math
+from diversity_jax.kernels.linear_cross_entropy.xla_chunked import F32
+from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _block
+from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _cdiv
+from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _class_weights
+from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _take
+
+
+def _fused_forward(x, w, labels, bias, k, hp, ignore_index, reduction, bt,
+                   bv):
+  """Loss and (dX, dW, db) for a unit loss cotangent, token block by token block.
+
+  Each block materializes its full-vocabulary ``(bt, V)`` f32 logits once:
+  lse, loss and ``G`` come from the same tile, then ``dX_i = G W`` and
+  ``dW += G^T X_i`` (Liger-Kernel's chunking, Hsu et al. 2024, Sec. 3.2).
+  """
+  n, v = x.shape[0], w.shape[0]
+  nt = _cdiv(n, bt)
+  valid = labels != ignore_index
+  safe = jnp.where(valid, labels, 0)
+  k_total = jnp.sum(k)
+  if reduction == "mean":
+    denom = jnp.sum(jnp.where(valid, k[safe], 0.0))
+    scale = 1.0 / jnp.where(denom > 0, denom, 1.0)
+  else:
+    scale = jnp.ones((), F32)
+  labels_eff = jnp.where(valid, labels, -2)
+  cols = jnp.arange(v)
+
+  def token_block(i, carry):
+    loss, dx, dw, db = carry
+    t0, _, own_rows = _block(i, n, bt)
+    sl = lambda a: jax.lax.dynamic_slice_in_dim(a, t0, bt)
+    x_blk = _take(x, t0, bt, i)
+    s = _math.tile_logits(x_blk, w, bias, hp.softcap)
+    y_blk = sl(labels_eff)
+    v_blk = sl(valid) & own_rows
+    m, l = _math.online_lse_update(jnp.full((bt,), -jnp.inf, F32),
+                                   jnp.zeros((bt,), F32), s)
+    lse = _math.finalize_lse(m, l)
+    s_y, s_w = _math.target_and_weighted_sum(s, y_blk, cols, k,
+                                             hp.label_smoothing)
+    k_y = k[sl(safe)]
+    rows = _math.row_loss(lse, s_y, s_w, k_y, v_blk, hp, k_total)
+    g = jnp.full((bt,), scale, F32)
+    alpha, beta, gamma = _math.grad_coefficients(g, None, lse, k_y, v_blk, hp,
+                                                 k_total)
+    onehot = y_blk[:, None] == cols[None, :]
+    d, _ = _math.tile_grad(s, lse, alpha, beta, gamma, onehot, k, hp)
+    dc = d.astype(x.dtype)
+    dx_t = jnp.dot(dc, w, preferred_element_type=F32)
+    old = jax.lax.dynamic_slice_in_dim(dx, t0, bt)
+    dx = jax.lax.dynamic_update_slice_in_dim(
+        dx, jnp.where(own_rows[:, None], dx_t, old), t0, 0)
+    dw = _accumulate_dw(dw, dc, x_blk, bv)
+    if db is not None:
+      db = db + jnp.sum(d, axis=0)
+    return loss + jnp.sum(rows) * scale, dx, dw, db
+
+  init = (jnp.zeros((), F32), jnp.zeros(x.shape, F32), jnp.zeros(w.shape, F32),
+          None if bias is None else jnp.zeros((v,), F32))
+  return jax.lax.fori_loop(0, nt, token_block, init)
+
+
+def _accumulate_dw(dw, g, x_blk, bv):
+  """``dw + g^T x_blk`` (f32, ``g`` (T, V)) in vocab chunks of ``bv`` rows.
+
+  One (V, D) GEMM would materialize its full product before the add (an
+  extra V x D f32 temporary and a whole-``dW`` add pass per token block);
+  chunk by chunk each product is added in place.
+  """
+  v = dw.shape[0]
+  bv = min(bv, v)
+
+  def chunk(dw, v0, size):
+    g_c = jax.lax.dynamic_slice_in_dim(g, v0, size, axis=1)
+    upd = jax.lax.dot_general(g_c, x_blk, (((0,), (0,)), ((), ())),
+                              preferred_element_type=F32)
+    return jax.lax.dynamic_update_slice_in_dim(
+        dw, jax.lax.dynamic_slice_in_dim(dw, v0, size) + upd, v0, 0)
+
+  n_full, tail = divmod(v, bv)
+  dw = jax.lax.fori_loop(0, n_full, lambda c, dw: chunk(dw, c * bv, bv), dw)
+  return chunk(dw, n_full * bv, tail) if tail else dw
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9))
+def _reduced(x, w, bias, class_weights, labels, hp, ignore_index, reduction,
+             bt, bv):
+  loss, _ = _rows(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv,
+                  None, False)
+  if reduction == "sum":
+    return jnp.sum(loss)
+  k = _class_weights(class_weights, w.shape[0])
+  valid = labels != ignore_index
+  denom = jnp.sum(jnp.where(valid, k[jnp.where(valid, labels, 0)], 0.0))
+  return jnp.sum(loss) / jnp.where(denom > 0, denom, 1.0)
+
+
+def _reduced_fwd(x, w, bias, class_weights, labels, hp, ignore_index,
+                 reduction, bt, bv):
+  k = _class_weights(class_weights, w.shape[0])
+  fb = max(1, min(n_fused_rows(w.shape[0]), bt, x.shape[0]))
+  loss, dx, dw, db = _fused_forward(x, w, labels, bias, k, hp, ignore_index,
+                                    reduction, fb, bv)
+  return loss, (dx, dw, db, class_weights)
+
+
+def _reduced_bwd(hp, ignore_index, reduction, bt, bv, res, ct):
+  dx, dw, db, class_weights = res
+  ct = ct.astype(F32)
+  dcw = None if class_weights is None else jnp.zeros_like(class_weights)
+  # The f32 residuals become the gradient buffers: XLA drops a unit scale and
+  # scales in place otherwise (no V x D temporary; see _accumulate_dw).
+  return dx * ct, dw * ct, None if db is None else db * ct, dcw, None
+
+
+_reduced.defvjp(_reduced_fwd, _reduced_bwd)
+
+
+def n_fused_rows(v: int, budget_bytes: int = 16 * 2**20) -> int:
+  """Token rows per fused block: a ``(rows, V)`` f32 tile of ~``budget``."""
+  return max(8, budget_bytes // (4 * v))
+
+
+def fused_applies(x, w, bias, reduction, return_lse) -> bool:
+  """True when ``reduced`` is used: f32 inputs, scalar loss, no lse output.
+
+  (With narrower inputs the f32 ``dW`` accumulator would add 4 V D bytes of
+  temporary memory; with a per-row loss or an lse output the cotangents
+  are not known in the forward pass.)
+  """
+  f32 = lambda a: a is None or a.dtype == F32
+  return (reduction != "none" and not return_lse and x.dtype == F32
+          and w.dtype == F32 and f32(bias))
+
+
+def reduced(x, w, labels, bias, class_weights, *, hp: _math.Hyper,
+            ignore_index, reduction, block_tokens=1024, block_vocab=512,
+            **unused):
+  """Scalar ``'mean'``/``'sum'`` loss whose gradients are formed in the forward
+  pass (6 N D V flops instead of 8); see ``fused_applies``."""
+  del unused
+  n, v = x.shape[0], w.shape[0]
+  bt = max(1, min(int(block_tokens), n))
+  bv = max(1, min(int(block_vocab), v))
+  return _reduced(x, w, bias, class_weights, labels, hp, ignore_index,
+                  reduction, bt, bv)
