@@ -34,6 +34,17 @@ def _check_support(support, fn: str):
                        "increasing bin edges")
 
 
+def _check_logits_bins(logits, support, fn: str):
+  """``logits`` (..., m) floating against a valid ``support`` of m + 1 edges."""
+  checks.check_floating(logits, "logits", fn)
+  checks.check_min_rank(logits, 1, "logits", fn)
+  _check_support(support, fn)
+  num_bins = jnp.shape(support)[0] - 1
+  if jnp.shape(logits)[-1] != num_bins:
+    raise ValueError(f"{fn}: `logits` must have {num_bins} bins (len(support)"
+                     f" - 1) on the last axis, got shape {jnp.shape(logits)}")
+
+
 def _sigma(support, sigma, fn: str):
   if sigma is None:
     width = (support[-1] - support[0]) / (support.shape[0] - 1)
@@ -138,14 +149,8 @@ def hl_gauss_loss(logits: jax.Array, values: jax.Array, *, support: jax.Array,
     numbers not verified; see :func:`hl_gauss_targets`).
   """
   fn = "hl_gauss_loss"
-  checks.check_floating(logits, "logits", fn)
+  _check_logits_bins(logits, support, fn)
   checks.check_floating(values, "values", fn)
-  checks.check_min_rank(logits, 1, "logits", fn)
-  _check_support(support, fn)
-  num_bins = jnp.shape(support)[0] - 1
-  if jnp.shape(logits)[-1] != num_bins:
-    raise ValueError(f"{fn}: `logits` must have {num_bins} bins (len(support)"
-                     f" - 1) on the last axis, got shape {jnp.shape(logits)}")
   checks.check_shape(values, jnp.shape(logits)[:-1], "values", fn)
   checks.check_where(where, jnp.shape(values), fn)
   logits, values, support = numerics.promote_to_f32(logits, values, support)
@@ -183,13 +188,7 @@ def hl_gauss_prediction(logits: jax.Array, support: jax.Array) -> jax.Array:
     (``transform_from_probs``, not verified).
   """
   fn = "hl_gauss_prediction"
-  checks.check_floating(logits, "logits", fn)
-  checks.check_min_rank(logits, 1, "logits", fn)
-  _check_support(support, fn)
-  num_bins = jnp.shape(support)[0] - 1
-  if jnp.shape(logits)[-1] != num_bins:
-    raise ValueError(f"{fn}: `logits` must have {num_bins} bins (len(support)"
-                     f" - 1) on the last axis, got shape {jnp.shape(logits)}")
+  _check_logits_bins(logits, support, fn)
   logits, support = numerics.promote_to_f32(logits, support)
   centers = 0.5 * (support[:-1] + support[1:])
   return jnp.sum(jax.nn.softmax(logits, axis=-1) * centers, axis=-1)
