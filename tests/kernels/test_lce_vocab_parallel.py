@@ -4,7 +4,9 @@ Inside ``jax.shard_map`` over a 'model' axis of 4 host devices (forced by
 tests/conftest.py), with ``w`` / ``bias`` / ``class_weights`` split over the
 vocabulary and ``x`` / global labels replicated, loss, lse and the VJP
 ``(dx, dw, dbias)`` for random loss and lse cotangents must equal the plain
-call on the full arrays and the float64 brute force of ``lce_common``.
+call on the full arrays and the float64 brute force of ``lce_common``. With
+``vocab_sorting`` each shard sorts its own classes: checked against the plain
+call and against ``lce_sorting_model``'s per-shard filtered tile grid.
 """
 
 import functools
@@ -16,6 +18,7 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
 import lce_common as C
+import lce_sorting_model as M
 from diversity_jax.kernels import linear_cross_entropy
 
 MODEL = 4
@@ -114,6 +117,50 @@ def test_data_and_model_axes():
                     block_tokens=4)
   want = C.numpy_evaluate(x, w, y, bias=b, reduction="none")
   C.assert_tree_close(got, want, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", ["softcap_bias_zloss_sum",
+                                  "none_ignored_cw_smoothing_bias",
+                                  "bf16_ragged_bias_softcap"])
+def test_vocab_sorting_matches_plain_call(name):
+  """``vocab_sorting=True`` with a filter that drops nothing (eps = 1e-30;
+  bf16 'auto'): each shard's sorted backward equals the plain call."""
+  n, d, v, dtype, use_b, use_cw, kw = CASES[name]
+  x, w, y, b, cw = C.make_inputs(n, d, v, seed=len(name), dtype=dtype)
+  b = b if use_b else None
+  cw = cw if use_cw else None
+  eps = 1e-30 if dtype == jnp.float32 else "auto"
+  got = vp_evaluate(x, w, y, bias=b, class_weights=cw, vocab_sorting=True,
+                    filter_eps=eps, **kw)
+  plain = C.evaluate(x, w, y, bias=b, class_weights=cw, filter_eps=eps, **kw)
+  tol = 2e-5 if dtype == jnp.float32 else 2e-2
+  C.assert_tree_close(got, plain, rtol=tol, atol=tol)
+
+
+def test_vocab_sorting_per_shard_filtered_grid():
+  """With a real filter (eps = 1e-3) on a peaked problem, the gradient equals
+  the numpy model whose shard ``r`` visits its own classes in ``argsort`` of
+  their logit average; a global order or no sorting gives another gradient,
+  so the test sees which grid ran."""
+  v, bt, bv, eps = 128, 16, 8, 1e-3     # 32 classes and 4 blocks per shard
+  x, w, y = M.peaked(v=v)
+  got = vp_evaluate(x, w, y, reduction="sum", filter_eps=eps,
+                    vocab_sorting=True, block_tokens=bt, block_vocab=bv)
+  la = M.logit_average(x, w, y)
+  vl = v // MODEL
+  per_shard = [np.argsort(la[r * vl:(r + 1) * vl], kind="stable")
+               for r in range(MODEL)]
+  model = lambda orders: M.filtered_gradients(
+      x, w, y, eps=eps, bt=bt, bv=bv, orders=orders, clamp=True)
+  want_dx, want_dw, skipped = model(per_shard)
+  assert skipped > 0
+  np.testing.assert_allclose(got[2], want_dx, rtol=2e-5, atol=2e-5)
+  np.testing.assert_allclose(got[3], want_dw, rtol=2e-5, atol=2e-5)
+  natural_dw = model([np.arange(vl)] * MODEL)[1]
+  assert np.abs(natural_dw - want_dw).max() > 1e-4
+  unsorted = vp_evaluate(x, w, y, reduction="sum", filter_eps=eps,
+                         block_tokens=bt, block_vocab=bv)
+  np.testing.assert_allclose(unsorted[3], natural_dw, rtol=2e-5, atol=2e-5)
 
 
 def test_docstring_example_single_shard():

@@ -3,19 +3,22 @@
 The sorted backward (vocab blocks in ``argsort`` order of the per-class logit
 average, gathered ``w`` rows, scattered ``dW`` rows) is checked against
 ``lce_common.numpy_evaluate`` (float64 brute force on materialized logits) and
-against an independent numpy model of the filtered gradient on the sorted tile
-grid (``xla_chunked`` and ``pallas_gpu`` in interpret mode); the logit average against a numpy mean; the skipped-tile count against a
-numpy count, and shown to rise with sorting on a peaked problem (Wijmans et
-al. 2025, arXiv:2411.09009, Sec. 4.3 / Table 1). Everything under ``jax.jit``.
+against ``lce_sorting_model`` (an independent numpy model of the filtered
+gradient on the sorted tile grid) for ``xla_chunked`` and both Pallas kernels
+in interpret mode; the logit average against a numpy mean; the skipped-tile
+count against a numpy count, and shown to rise with sorting on a peaked
+problem (Wijmans et al. 2025, arXiv:2411.09009, Sec. 4.3 / Table 1).
+Everything under ``jax.jit``. The vocab-parallel mode's sorting is tested in
+``test_lce_vocab_parallel.py``.
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.special import logsumexp
 
 import lce_common as C
+import lce_sorting_model as M
 from diversity_jax.kernels import linear_cross_entropy
 from diversity_jax.kernels.linear_cross_entropy import _math
 from diversity_jax.kernels.linear_cross_entropy import xla_chunked
@@ -27,6 +30,10 @@ SORT = dict(BLOCKS, implementation="xla_chunked", vocab_sorting=True)
 # padded classes kept at the end of the order.
 SORT_GPU = dict(BLOCKS, implementation="pallas_gpu", interpret=True,
                 block_dim=16, vocab_sorting=True)
+# pallas_tpu in interpret mode: vocab blocks are multiples of 128 lanes; the
+# kernels stream sorted copies of w / bias / class weights.
+SORT_TPU = dict(block_tokens=16, block_vocab=128, implementation="pallas_tpu",
+                interpret=True, vocab_sorting=True)
 F32_TOL = 2e-5
 
 
@@ -37,16 +44,6 @@ def _features(name, inputs):
   # Every filter-compatible feature (label smoothing turns the filter off).
   return {"bias": bias, "class_weights": cw, "softcap": 2.5,
           "log_partition_penalty": 1e-3}
-
-
-def _np_logit_average(x, w, y, bias=None, softcap=None):
-  z = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T
-  if bias is not None:
-    z = z + np.asarray(bias, np.float64)
-  if softcap is not None:
-    z = softcap * np.tanh(z / softcap)
-  keep = np.asarray(y) != C.IGNORE
-  return z[keep].mean(0) if keep.any() else np.zeros(z.shape[1])
 
 
 @pytest.mark.parametrize("feature, reduction, v", [
@@ -64,15 +61,17 @@ def test_matches_reference_f32(feature, reduction, v):
   want = C.numpy_evaluate(x, w, y, **kw)
   C.assert_tree_close(got, want, rtol=F32_TOL, atol=F32_TOL)
   # The order used is a real permutation of the vocabulary here.
-  la = _np_logit_average(x, w, y, kw.get("bias"), kw.get("softcap"))
+  la = M.logit_average(x, w, y, kw.get("bias"), kw.get("softcap"))
   assert not np.array_equal(np.argsort(la, kind="stable"), np.arange(v))
 
 
-def test_pallas_gpu_interpret_matches_reference():
-  inputs = C.make_inputs(N, D, V, seed=4)
+@pytest.mark.parametrize("opts", [SORT_GPU, SORT_TPU],
+                         ids=["pallas_gpu", "pallas_tpu"])
+def test_pallas_interpret_matches_reference(opts):
+  inputs = C.make_inputs(N, D, 300, seed=4)     # TPU: 3 vocab blocks, ragged
   x, w, y = inputs[:3]
   kw = dict(_features("features", inputs), reduction="none")
-  got = C.evaluate(x, w, y, filter_eps=1e-30, **SORT_GPU, **kw)
+  got = C.evaluate(x, w, y, filter_eps=1e-30, **opts, **kw)
   want = C.numpy_evaluate(x, w, y, **kw)
   C.assert_tree_close(got, want, rtol=F32_TOL, atol=F32_TOL)
 
@@ -83,7 +82,7 @@ def test_logit_average_side_output():
   hp = _math.Hyper(num_classes=V, softcap=3.0)
   f = jax.jit(lambda x, w, y, b: xla_chunked.logit_average(
       x, w, y, hp=hp, ignore_index=C.IGNORE, bias=b, **BLOCKS))
-  want = _np_logit_average(x, w, y, bias, 3.0)
+  want = M.logit_average(x, w, y, bias, 3.0)
   np.testing.assert_allclose(f(x, w, y, bias), want, rtol=1e-5, atol=1e-5)
   y_ign = jnp.full((N,), C.IGNORE, jnp.int32)
   np.testing.assert_array_equal(f(x, w, y_ign, bias), 0.0)
@@ -125,107 +124,58 @@ def test_all_labels_ignored():
   assert np.all(np.isfinite(np.asarray(lse)))
 
 
-def _peaked(n=37, d=8, v=122, seed=0):
-  """Few 'hot' classes spread over the vocabulary (ids 3, 19, 35, ...) carry
-  all the probability mass: with the natural order each sits in its own
-  vocab block, sorted they share the last one."""
-  rng = np.random.default_rng(seed)
-  u = np.zeros(d)
-  u[0] = 1.0
-  w = 0.3 * rng.standard_normal((v, d))
-  hot = np.arange(3, v, 16)
-  w[hot] += 2.0 * u
-  y = rng.choice(hot, n)
-  x = 4.0 * u + 0.5 * w[y] + 0.1 * rng.standard_normal((n, d))
-  y[rng.random(n) < 0.15] = C.IGNORE
-  return (jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32),
-          jnp.asarray(y, jnp.int32))
-
-
-def _np_tiles(n, v, bt, bv, order, clamp=True):
-  """The backward's tile grid: (stat rows, owned rows, vocab columns).
-
-  ``clamp``: ``xla_chunked``'s last token block starts at ``n - bt`` and owns
-  only its new rows; otherwise (Pallas) blocks are disjoint and padded rows
-  (p = 0) are dropped."""
-  out = []
-  for v0 in range(0, v, bv):
-    cols = order[v0:v0 + bv]
-    for i in range(-(-n // bt)):
-      start = min(i * bt, n - bt) if clamp else i * bt
-      rows = np.arange(start, min(start + bt, n))
-      out.append((rows, rows[rows >= i * bt], cols))
-  return out
-
-
-def _np_probs(x, w, y):
-  z = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T
-  lse = logsumexp(z, axis=1)
-  p = np.exp(z - lse[:, None])
-  y = np.asarray(y)
-  onehot = np.zeros_like(p)
-  keep = y != C.IGNORE
-  onehot[np.arange(len(y))[keep], y[keep]] = 1.0
-  return p, onehot, lse, keep
-
-
 def test_sorting_raises_skipped_tiles():
-  x, w, y = _peaked()
+  x, w, y = M.peaked()
   eps, bt, bv = 1e-3, 16, 16
   n, v = x.shape[0], w.shape[0]
   hp = _math.Hyper(num_classes=v)
   la = jax.jit(lambda x, w, y: xla_chunked.logit_average(
       x, w, y, hp=hp, ignore_index=C.IGNORE, block_tokens=bt,
       block_vocab=bv))(x, w, y)
-  order_np = np.argsort(_np_logit_average(x, w, y), kind="stable")
+  order_np = np.argsort(M.logit_average(x, w, y), kind="stable")
   np.testing.assert_array_equal(np.argsort(np.asarray(la), kind="stable"),
                                 order_np)
-  p, onehot, lse, _ = _np_probs(x, w, y)
+  p, onehot, lse, _ = M.probs(x, w, y)
   count = jax.jit(lambda o: xla_chunked.skipped_tiles(
       x, w, y, jnp.asarray(lse, jnp.float32), filter_eps=eps, order=o,
       ignore_index=C.IGNORE, block_tokens=bt, block_vocab=bv)[0])
   counts = {}
   for name, order in (("natural", np.arange(v)), ("sorted", order_np)):
     want = sum(np.abs(p - onehot)[np.ix_(r, c)].max() < eps
-               for r, _, c in _np_tiles(n, v, bt, bv, order))
+               for r, _, c in M.tiles(n, v, bt, bv, order))
     assert int(count(jnp.asarray(order, jnp.int32))) == want, name
     counts[name] = want
   # 8 hot classes in 8 different blocks vs all in the last (ragged) block.
   assert counts["natural"] == 0
-  assert counts["sorted"] >= 0.8 * len(_np_tiles(n, v, bt, bv, order_np))
+  assert counts["sorted"] >= 0.8 * len(M.tiles(n, v, bt, bv, order_np))
 
 
-@pytest.mark.parametrize("impl", ["xla_chunked", "pallas_gpu"])
-def test_filtered_gradient_on_sorted_grid(impl):
+@pytest.mark.parametrize("impl, v", [("xla_chunked", 122),
+                                     ("pallas_gpu", 122), ("pallas_tpu", 300)])
+def test_filtered_gradient_on_sorted_grid(impl, v):
   """With a real filter (eps = 1e-3) the sorted backward equals a numpy model
   that zeroes exactly the skipped tiles of the sorted grid; the filter
-  changes the gradient, so the comparison can fail."""
-  x, w, y = _peaked()
-  eps, bt, bv = 1e-3, 16, 16
-  n, v = x.shape[0], w.shape[0]
-  opts = SORT if impl == "xla_chunked" else SORT_GPU
+  changes the gradient and sorting changes which tiles it skips, so the
+  comparison can fail either way."""
+  x, w, y = M.peaked(v=v)
+  opts = {"xla_chunked": SORT, "pallas_gpu": SORT_GPU,
+          "pallas_tpu": SORT_TPU}[impl]
+  eps, bt, bv = 1e-3, opts["block_tokens"], opts["block_vocab"]
   got = C.evaluate(x, w, y, reduction="sum", filter_eps=eps, **opts)
-  ct_loss, ct_lse = C.cotangents(y, "sum")
-  p, onehot, lse, keep = _np_probs(x, w, y)
-  g = float(ct_loss) * keep
-  grad = g[:, None] * (p - onehot) + ct_lse.astype(np.float64)[:, None] * p
-  order = np.argsort(_np_logit_average(x, w, y), kind="stable")
-  filtered = grad.copy()
-  skipped = 0
-  for rows, own, cols in _np_tiles(n, v, bt, bv, order,
-                                   clamp=impl == "xla_chunked"):
-    if np.abs(p - onehot)[np.ix_(rows, cols)].max() < eps:
-      filtered[np.ix_(own, cols)] = 0.0
-      skipped += 1
+  order = np.argsort(M.logit_average(x, w, y), kind="stable")
+  model = lambda order: M.filtered_gradients(
+      x, w, y, eps=eps, bt=bt, bv=bv, orders=[order],
+      clamp=impl == "xla_chunked")
+  want_dx, want_dw, skipped = model(order)
   assert skipped > 0
-  x64, w64 = np.asarray(x, np.float64), np.asarray(w, np.float64)
-  want_dx, want_dw = filtered @ w64, filtered.T @ x64
   np.testing.assert_allclose(got[2], want_dx, rtol=F32_TOL, atol=F32_TOL)
   np.testing.assert_allclose(got[3], want_dw, rtol=F32_TOL, atol=F32_TOL)
-  assert np.abs(grad.T @ x64 - want_dw).max() > 1e-4   # the filter bites
-  # And within the filter's own tolerance of the exact gradient.
   exact = C.numpy_evaluate(x, w, y, reduction="sum")
-  np.testing.assert_allclose(got[3], exact[3], atol=eps * n * 10)
+  assert np.abs(exact[3] - want_dw).max() > 1e-4       # the filter bites
+  natural_dw = model(np.arange(v))[1]
+  assert np.abs(natural_dw - want_dw).max() > 1e-4     # the order matters
+  # And within the filter's own tolerance of the exact gradient.
+  np.testing.assert_allclose(got[3], exact[3], atol=eps * x.shape[0] * 10)
 
 
 def test_ignored_without_filter():
@@ -246,9 +196,3 @@ def test_bad_input():
   x, w, y = C.make_inputs(N, D, V, seed=8)[:3]
   with pytest.raises(TypeError, match="vocab_sorting"):
     linear_cross_entropy(x, w, y, vocab_sorting="yes")
-  with pytest.raises(NotImplementedError, match="vocab_sorting"):
-    linear_cross_entropy(x, w, y, vocab_sorting=True,
-                         implementation="pallas_tpu", interpret=True)
-  with pytest.raises(NotImplementedError,
-                     match="vocab_sorting.*vocab_axis_name"):
-    linear_cross_entropy(x, w, y, vocab_sorting=True, vocab_axis_name="model")

@@ -2,7 +2,8 @@
 
 One copy of: soft-cap and its derivative, the per-row loss with label
 smoothing / class weights / log-partition penalty, the per-row gradient
-coefficients, the per-tile gradient ``dL/dz`` and the CCE gradient filter. The
+coefficients, the per-tile gradient ``dL/dz``, the CCE gradient filter and the
+vocab-sorting order. The
 reference, ``xla_chunked`` and the Pallas kernels all call these functions, so
 a formula fix lands everywhere at once.
 
@@ -155,6 +156,18 @@ def tile_grad(s, lse_blk, alpha, beta, gamma, onehot, k_blk, hp: Hyper):
   # |p - onehot| without materializing a float one-hot tile.
   filt = jnp.max(jnp.abs(jnp.where(onehot, p - 1.0, p)))
   return d, filt
+
+
+def class_average(sums, valid):
+  """Per-class sums over the valid rows divided by their count (0 when every
+  row is ignored): the logit average ``LA`` of vocab sorting."""
+  return sums / jnp.maximum(jnp.sum(valid).astype(F32), 1.0)
+
+
+def sorted_order(la):
+  """``argsort(LA)`` as int32 (ascending, stable, as CCE
+  ``cce.py::sort_logit_avg``), or None without ``LA`` (no sorting)."""
+  return None if la is None else jnp.argsort(la, stable=True).astype(jnp.int32)
 
 
 def resolve_filter_eps(filter_eps, dtype, hp: Hyper):

@@ -12,12 +12,16 @@ inside the kernels, padded rows have label -2, zero gradient coefficients and
 The per-row loss and the gradient coefficients come from ``_math`` (the same
 code as every other path).
 
-Vocab sorting (``Config.sort`` with the filter on; backends with
-``Launchers.sorts``): the backward launchers also get ``order`` (Vp,) int32, a
-permutation whose first ``V`` entries are ``argsort`` of the logit average
-``(mean_{valid i} x_i) . w_j + b_j`` and whose padded entries stay last. The
-kernels gather their vocab tiles through it and ``dw`` returns its rows in
-that sorted layout, put back in class order here (one gather fused with the
+Vocab sorting (``Config.sort`` with the filter on): ``order`` (Vp,) int32 is
+a permutation whose first ``V`` entries are ``argsort`` of the logit average
+``(mean_{valid i} x_i) . w_j + b_j`` and whose padded entries stay last. A
+backend with ``Launchers.sorts`` (``pallas_gpu``) takes ``order=`` in its
+backward launchers and gathers its vocab tiles through it; any other
+(``pallas_tpu``, whose Mosaic pipeline DMAs contiguous blocks) is given
+copies of ``wp`` / ``bp`` / ``kp`` permuted by ``order`` and labels mapped to
+their sorted position (``_sorted_args``: one extra ``(Vp, Dp)`` array of
+``w``'s dtype while the backward runs). Either way ``dw`` returns its rows in
+the sorted layout, put back in class order here (one gather fused with the
 final cast). The average is taken before the soft-cap (a monotone map of it:
 the same order as the capped mean logit), not of each capped logit as
 ``xla_chunked`` and CCE do; the order only changes which tiles the filter
@@ -123,8 +127,13 @@ def _rows_bwd(ignore_index, cfg, launch, res, cts):
   args = (xp, wp, bp, kp, yp, lse_p, alpha, beta, gamma, cfg)
   if cfg.sort and cfg.eps is not None:
     order = _vocab_order(x, w, bias, valid, wp.shape[0])
-    dx = launch.dx(*args, order=order)[:n, :d].astype(x.dtype)
-    dw, db = launch.dw(*args, order=order)
+    if launch.sorts:      # the kernels gather their vocab tiles
+      dx = launch.dx(*args, order=order)
+      dw, db = launch.dw(*args, order=order)
+    else:                 # the kernels stream sorted copies
+      dx = launch.dx(*_sorted_args(args, order))
+      dw, db = launch.dw(*_sorted_args(args, order))
+    dx = dx[:n, :d].astype(x.dtype)
     inv = jnp.argsort(order[:v]).astype(jnp.int32)   # sorted row of class c
     dw = jnp.take(dw, inv, axis=0)[:, :d].astype(w.dtype)
     db = None if bias is None else jnp.take(db, inv).astype(bias.dtype)
@@ -140,6 +149,17 @@ def _rows_bwd(ignore_index, cfg, launch, res, cts):
 _rows.defvjp(_rows_fwd, _rows_bwd)
 
 
+def _sorted_args(args, order):
+  """Backward launcher arguments in the sorted class layout: rows of ``wp``
+  and entries of ``bp`` / ``kp`` permuted by ``order``, labels mapped to their
+  sorted position (ignored / padded rows keep -2)."""
+  xp, wp, bp, kp, yp, *rest = args
+  inv = jnp.argsort(order).astype(jnp.int32)
+  ys = jnp.where(yp >= 0, inv[jnp.maximum(yp, 0)], yp)
+  take = lambda a: jnp.take(a, order, axis=0)
+  return (xp, take(wp), take(bp), take(kp), ys, *rest)
+
+
 def _vocab_order(x, w, bias, valid, vp):
   """(Vp,) int32: ``argsort`` of ``(mean_{valid} x) . w_j + b_j`` (ascending,
   stable, as CCE ``sort_logit_avg``), then the padded ids ``V .. Vp - 1``."""
@@ -149,7 +169,7 @@ def _vocab_order(x, w, bias, valid, vp):
   la = jnp.dot(w, xbar.astype(w.dtype), preferred_element_type=F32)
   if bias is not None:
     la = la + bias.astype(F32)
-  order = jnp.argsort(la, stable=True).astype(jnp.int32)
+  order = _math.sorted_order(la)
   return jnp.concatenate([order, jnp.arange(v, vp, dtype=jnp.int32)])
 
 
@@ -161,9 +181,6 @@ def rows(x, w, labels, bias, class_weights, *, hp, ignore_index, launch,
          block_tokens, block_vocab, block_dim, filter_eps, interpret,
          vocab_sorting=False):
   """Per-row ``(loss, lse)`` through a backend's Pallas launchers."""
-  if vocab_sorting and not launch.sorts:
-    raise NotImplementedError("linear_cross_entropy: `vocab_sorting=True` is "
-                              "not implemented by these Pallas kernels")
   cfg = Config(hp=hp, bt=int(block_tokens), bv=int(block_vocab),
                bd=int(block_dim), eps=filter_eps, interpret=interpret,
                sort=bool(vocab_sorting))

@@ -249,25 +249,28 @@ def linear_cross_entropy(
       shard (``out_specs=P()`` over the axis); ``dX`` is the ``psum`` of the
       local ``dX``; ``dW`` and ``db`` stay local. Requires the default
       ``check_vma=True`` of ``shard_map``.
-    vocab_sorting: CCE vocabulary sorting (``xla_chunked`` and
-      ``pallas_gpu``). ``xla_chunked``'s forward also averages each class's
-      (bias-added, soft-capped) logit over the non-ignored rows, ``LA =
-      sum_{i valid} s_ij / #valid`` (an f32 ``(V,)`` residual), and the
-      backward visits the vocab blocks in ``argsort(LA)`` order (gathered
-      ``w`` rows, ``dW`` scattered back), so the few classes with
-      non-negligible probability share blocks and more tiles fall wholly
-      below ``filter_eps`` and skip their GEMMs. ``pallas_gpu`` sorts by the
-      uncapped ``(mean_i x_i) . w_j + b_j`` (same order without soft-cap) and
-      passes the order to its backward kernels (interpret-mode tested only).
-      Values equal the unsorted path up to float reassociation (and the
-      filter's own tolerance). It pays off only where the filter skips tiles
-      (peaked softmaxes); on CPU with bf16 / f16 the scattered ``dW`` rows
-      are written one by one (XLA:CPU scatters no narrow float in place),
-      about V small row writes per backward. Ignored when the filter is off (``filter_eps``
-      None or 0, label smoothing) and on the ``fused_backward`` and
-      ``'reference'`` paths, which have no filter. Raises
-      ``NotImplementedError`` with ``'pallas_tpu'`` and with
-      ``vocab_axis_name``.
+    vocab_sorting: CCE vocabulary sorting (``xla_chunked``, also with
+      ``vocab_axis_name``, and the Pallas kernels). ``xla_chunked``'s forward
+      also averages each class's (bias-added, soft-capped) logit over the
+      non-ignored rows, ``LA = sum_{i valid} s_ij / #valid`` (an f32 ``(V,)``
+      residual), and the backward visits the vocab blocks in ``argsort(LA)``
+      order (gathered ``w`` rows, ``dW`` scattered back), so the few classes
+      with non-negligible probability share blocks and more tiles fall
+      wholly below ``filter_eps`` and skip their GEMMs. With
+      ``vocab_axis_name`` each shard sorts its own classes (a shard-local
+      ``LA``, no collective). The Pallas kernels sort by the uncapped
+      ``(mean_i x_i) . w_j + b_j`` (same order without soft-cap);
+      ``pallas_gpu`` gathers its tiles through the order, ``pallas_tpu``
+      streams sorted copies of ``w`` / ``bias`` / ``class_weights`` (one
+      extra ``(V, D)`` array during the backward); both interpret-mode
+      tested only. Values equal the unsorted path up to float
+      reassociation (and the filter's own tolerance). It pays off only where
+      the filter skips tiles (peaked softmaxes); on CPU with bf16 / f16 the
+      scattered ``dW`` rows are written one by one (XLA:CPU scatters no
+      narrow float in place), about V small row writes per backward.
+      Ignored when the filter is off (``filter_eps`` None or 0, label
+      smoothing) and on the ``fused_backward`` and ``'reference'`` paths,
+      which have no filter.
 
   Returns:
     The loss (scalar for ``'mean'`` / ``'sum'``, ``labels.shape`` for
@@ -304,13 +307,6 @@ def linear_cross_entropy(
   if not isinstance(vocab_sorting, bool):
     checks._fail(_FN, f"`vocab_sorting` must be a Python bool, got "
                  f"{vocab_sorting!r}", TypeError)
-  if vocab_sorting and vocab_axis_name is not None:
-    checks._fail(_FN, "`vocab_sorting=True` is not implemented together with "
-                 "`vocab_axis_name`", NotImplementedError)
-  if vocab_sorting and implementation == "pallas_tpu":
-    checks._fail(_FN, "`vocab_sorting=True` is not implemented for "
-                 f"implementation={implementation!r} (use 'xla_chunked')",
-                 NotImplementedError)
   shards = _vocab_axis_size(vocab_axis_name, w, implementation,
                             fused_backward)
   _validate(x, w, labels, bias, class_weights, ignore_index, label_smoothing,
@@ -334,9 +330,8 @@ def linear_cross_entropy(
   if class_weights is not None:
     class_weights = jax.lax.stop_gradient(class_weights)
   eps = _math.resolve_filter_eps(filter_eps, cdt, hp)
-  options = {"filter_eps": eps, "interpret": interpret}
-  if vocab_sorting and impl in ("xla_chunked", "pallas_gpu"):
-    options["vocab_sorting"] = True
+  options = {"filter_eps": eps, "interpret": interpret,
+             "vocab_sorting": vocab_sorting}
   for name, val in (("block_tokens", block_tokens), ("block_vocab", block_vocab),
                     ("block_dim", block_dim)):
     if val is not None:

@@ -15,8 +15,10 @@ live in VMEM and no atomics are needed:
 Wijmans et al. 2025, Sec. 4.3). Per-row vectors are ``(N, 1)`` columns and
 per-class vectors ``(1, V)`` rows (Mosaic block-shape rules); ``x``/``w`` are
 zero-padded to (8, 128)-aligned blocks, padded classes masked with -inf. The
-``D`` axis is not tiled (a full-``D`` tile per block). Exercised in interpret
-mode on CPU; not yet run on a real TPU.
+``D`` axis is not tiled (a full-``D`` tile per block). Vocab sorting runs the
+same kernels on sorted copies of ``w`` / bias / class weights (see
+``_pallas_common``): the blocks stay contiguous for the BlockSpec pipeline.
+Exercised in interpret mode on CPU; not yet run on a real TPU.
 """
 
 from __future__ import annotations
@@ -196,7 +198,7 @@ def _align(block, size, unit):
 
 def rows(x, w, labels, bias, class_weights, *, hp, ignore_index,
          block_tokens=256, block_vocab=512, filter_eps=None, interpret=False,
-         **unused):
+         vocab_sorting=False, **unused):
   """Per-row ``(loss, lse)`` with the Mosaic TPU Pallas kernels."""
   del unused
   bt = _align(block_tokens, x.shape[0], 8)
@@ -205,4 +207,5 @@ def rows(x, w, labels, bias, class_weights, *, hp, ignore_index,
   return _pallas_common.rows(
       x, w, labels, bias, class_weights, hp=hp, ignore_index=ignore_index,
       launch=LAUNCHERS, block_tokens=bt, block_vocab=bv, block_dim=bd,
-      filter_eps=filter_eps, interpret=interpret)
+      filter_eps=filter_eps, interpret=interpret,
+      vocab_sorting=vocab_sorting)

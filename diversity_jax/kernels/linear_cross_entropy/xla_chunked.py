@@ -205,11 +205,7 @@ def _forward(x, w, labels, bias, k, hp, ignore_index, bt, bv, sort=False):
   lse, s_y, s_w = stats[:3]
   safe = jnp.where(valid, labels, 0)
   loss = _math.row_loss(lse, s_y, s_w, k[safe], valid, hp, jnp.sum(k))
-  la = None
-  if sort:
-    count = jnp.sum(valid).astype(F32)
-    la = stats[3] / jnp.maximum(count, 1.0)
-  return loss, lse, la
+  return loss, lse, _math.class_average(stats[3], valid) if sort else None
 
 
 def _forward_stats(x, w, labels_eff, bias, k, hp, bt, bv, row_ok=None):
@@ -397,7 +393,7 @@ def _rows_bwd(hp, ignore_index, bt, bv, eps, sort, res, cts):
   del sort   # la is None unless sorting applies
   g, h = cts
   k = _class_weights(class_weights, w.shape[0])
-  order = None if la is None else jnp.argsort(la, stable=True).astype(jnp.int32)
+  order = _math.sorted_order(la)
   dx, dw, db = _backward(x, w, labels, bias, k, lse, g.astype(F32),
                          h.astype(F32), hp, ignore_index, bt, bv, eps, order)
   dx, dw, db = _sum_to_primal((dx, dw, db), (x, w, bias))

@@ -53,42 +53,49 @@ def _vp_class_totals(class_weights, labels, ignore_index, v_local, hp,
 
 
 def _vp_forward(x, w, labels, bias, class_weights, hp, ignore_index, bt, bv,
-                axis_name):
+                axis_name, sort=False):
+  """Global per-row ``(loss, lse)``; with ``sort`` also this shard's logit
+  average ``LA`` (V_local,) over the valid rows (vocab sorting), else None."""
   valid, _, local, k, k_y, k_total = _vp_class_totals(
       class_weights, labels, ignore_index, w.shape[0], hp, axis_name)
-  lse_loc, s_y, s_w = _forward_stats(x, w, local, bias, k, hp, bt, bv)[:3]
+  stats = _forward_stats(x, w, local, bias, k, hp, bt, bv,
+                         row_ok=valid if sort else None)
+  lse_loc, s_y, s_w = stats[:3]
   # Global lse from the per-shard lse: max, then the rescaled sum.
   m = jax.lax.pmax(lse_loc, axis_name)
   lse = m + jnp.log(jax.lax.psum(jnp.exp(lse_loc - m), axis_name))
   s_y = jax.lax.psum(s_y, axis_name)
   s_w = jax.lax.psum(s_w, axis_name) if hp.label_smoothing else s_w
   loss = _math.row_loss(lse, s_y, s_w, k_y, valid, hp, k_total)
-  return loss, lse
+  return loss, lse, _math.class_average(stats[3], valid) if sort else None
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9, 10))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9, 10, 11))
 def _rows_vp(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv, eps,
-             axis_name):
+             axis_name, sort=False):
   return _vp_forward(x, w, labels, bias, class_weights, hp, ignore_index, bt,
-                     bv, axis_name)
+                     bv, axis_name)[:2]
 
 
 def _rows_vp_fwd(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv,
-                 eps, axis_name):
-  loss, lse = _vp_forward(x, w, labels, bias, class_weights, hp, ignore_index,
-                          bt, bv, axis_name)
-  return (loss, lse), (x, w, bias, class_weights, labels, lse)
+                 eps, axis_name, sort=False):
+  loss, lse, la = _vp_forward(x, w, labels, bias, class_weights, hp,
+                              ignore_index, bt, bv, axis_name,
+                              sort=sort and eps is not None)
+  return (loss, lse), (x, w, bias, class_weights, labels, lse, la)
 
 
-def _rows_vp_bwd(hp, ignore_index, bt, bv, eps, axis_name, res, cts):
-  x, w, bias, class_weights, labels, lse = res
+def _rows_vp_bwd(hp, ignore_index, bt, bv, eps, axis_name, sort, res, cts):
+  x, w, bias, class_weights, labels, lse, la = res
+  del sort   # la is None unless sorting applies
   g, h = cts
   valid, _, local, k, k_y, k_total = _vp_class_totals(
       class_weights, labels, ignore_index, w.shape[0], hp, axis_name)
   alpha, beta, gamma = _math.grad_coefficients(
       g.astype(F32), h.astype(F32), lse, k_y, valid, hp, k_total)
   dx, dw, db = _backward_grads(x, w, local, bias, k, lse, alpha, beta, gamma,
-                               hp, bt, bv, eps)
+                               hp, bt, bv, eps,
+                               _math.sorted_order(la))
   # x is replicated over the axis: its gradient sums every shard's columns
   # (f32 all-reduce, as CCE's vocab-parallel dE); dW and db stay local.
   dx = jax.lax.psum(dx, axis_name).astype(x.dtype)
@@ -103,7 +110,7 @@ _rows_vp.defvjp(_rows_vp_fwd, _rows_vp_bwd)
 def rows_vocab_parallel(x, w, labels, bias, class_weights, *,
                         hp: _math.Hyper, ignore_index, axis_name,
                         block_tokens=1024, block_vocab=512, filter_eps=None,
-                        **unused):
+                        vocab_sorting=False, **unused):
   """Per-row global ``(loss, lse)`` with ``w`` (and ``bias``,
   ``class_weights``) the local vocab shard of ``axis_name``.
 
@@ -114,13 +121,19 @@ def rows_vocab_parallel(x, w, labels, bias, class_weights, *,
   lse_local``, the target logit and the label-smoothing sum are ``psum``-ed;
   the results are identical on every shard. Backward: local ``dW`` / ``db``
   and ``dX = psum`` of the local ``dX`` (f32).
+
+  ``vocab_sorting`` (with the filter on) sorts each shard's own classes: the
+  forward also averages the local logits over the valid rows (``LA`` of
+  ``xla_chunked``, shard-local, no collective) and the local backward visits
+  its vocab blocks in ``argsort(LA)`` order. Classes never move between
+  shards, so ``dW`` stays local and in place.
   """
   del unused
   n, v = x.shape[0], w.shape[0]
   bt = max(1, min(int(block_tokens), n))
   bv = max(1, min(int(block_vocab), v))
   return _rows_vp(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv,
-                  filter_eps, axis_name)
+                  filter_eps, axis_name, bool(vocab_sorting))
 
 
 def target_weight_vocab_parallel(class_weights, labels, ignore_index,
