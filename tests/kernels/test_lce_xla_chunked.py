@@ -87,6 +87,30 @@ def test_fused_backward_all_ignored_and_bf16_fallback():
                                 np.asarray(b, np.float32))
 
 
+def test_fused_backward_temporary_is_one_row_block():
+  """Compile-only: ``fused_backward=True`` keeps one ``(rows, V)`` f32 logit
+  tile (``n_fused_rows``), not a second masked or gradient tile, while the
+  reference's logits are ``n / rows`` times larger."""
+  from diversity_jax.kernels.linear_cross_entropy import xla_fused
+  n, d, v = 1024, 64, 65536
+  rows = xla_fused.n_fused_rows(v)
+  assert rows < n
+  shapes = (jax.ShapeDtypeStruct((n, d), jnp.float32),
+            jax.ShapeDtypeStruct((v, d), jnp.float32),
+            jax.ShapeDtypeStruct((n,), jnp.int32))
+
+  def temp_bytes(**kw):
+    f = jax.value_and_grad(
+        lambda x, w, y: linear_cross_entropy(x, w, y, **kw), (0, 1))
+    return jax.jit(f).lower(*shapes).compile().memory_analysis(
+    ).temp_size_in_bytes
+
+  tile = rows * v * 4
+  got = temp_bytes(fused_backward=True, block_tokens=1024)
+  assert tile <= got < 1.25 * tile, (got, tile)
+  assert temp_bytes(implementation="reference") >= n * v * 4
+
+
 def test_bf16_without_bit_packing(monkeypatch):
   """The GPU / TPU data path (no uint16 packing of narrow floats) on CPU."""
   from diversity_jax.kernels.linear_cross_entropy import xla_chunked

@@ -117,6 +117,19 @@ def target_and_weighted_sum(s, labels_blk, col_ids, k_blk, smoothing):
   return s_y, s_w
 
 
+def full_row_target_and_weighted_sum(s, labels, k, smoothing):
+  """``target_and_weighted_sum`` for finite full-vocabulary rows ``s`` (T, V).
+
+  The target logit is a gather and ``sum_j k_j s_ij`` a mat-vec, so no
+  ``(T, V)`` temporary is formed next to ``s`` (a masked tile feeding XLA:CPU's
+  reduction would be one). ``labels`` < 0 (ignored rows) give ``s_y = 0``.
+  """
+  s_y = jnp.take_along_axis(s, jnp.maximum(labels, 0)[:, None], axis=1)[:, 0]
+  s_y = jnp.where(labels >= 0, s_y, 0.0)
+  s_w = jnp.dot(s, k) if smoothing else jnp.zeros_like(s_y)
+  return s_y, s_w
+
+
 def row_loss(lse, s_y, s_w, k_y, valid, hp: Hyper, k_total):
   """Per-row loss ``L_i`` (see module docstring); 0 on ignored rows."""
   a = hp.label_smoothing

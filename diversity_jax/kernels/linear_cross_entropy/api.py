@@ -228,12 +228,14 @@ def linear_cross_entropy(
     interpret: run the Pallas kernels in interpret mode (CPU testing).
     fused_backward: ``xla_chunked`` only, used for f32 inputs, a scalar
       reduction and ``return_lse=False``: form ``dX``/``dW`` in the forward
-      pass from full-vocabulary row blocks of ~16 MiB of logits (at most
-      ``block_tokens`` rows): 6 N D V flops instead of 8 and no gradient
-      filter; temporaries are two such f32 row blocks (the ``dX``/``dW``
-      residuals become the gradient buffers), and the GEMMs lose efficiency
-      when the rows per block get few (very large V). Default False
-      (streaming forward, recomputing backward: smallest memory).
+      pass from full-vocabulary row blocks of ~32 MiB of f32 logits (at
+      most ``block_tokens`` rows): 6 N D V flops instead of 8 and no
+      gradient filter; the temporary is one such row block (the ``dX``/``dW``
+      residuals become the gradient buffers, but inside a larger model's
+      ``grad`` they stay allocated from this forward to this backward), and
+      the GEMMs lose efficiency when the rows per block get few (very large
+      V). Default False (streaming forward, recomputing backward: smallest
+      memory).
     vocab_axis_name: explicit vocab parallelism (``xla_chunked`` only, without
       ``fused_backward``). None (default): ``w`` holds every class. A mesh
       axis name: the call must run inside ``jax.shard_map`` over that axis;

@@ -2,10 +2,15 @@
 
 Opt-in ``fused_backward`` (``reduced``): for f32 scalar losses the gradients
 are formed in the forward pass from full-vocabulary row blocks (Liger-style,
-6 N D V flops in total) and only scaled by the cotangent in the backward; it
-is faster, but its temporaries are two ``(rows, V)`` f32 tiles of ~16 MiB
-(``n_fused_rows``), which are small next to the reference only for large N,
-and its GEMMs lose efficiency when ``rows`` gets small (large V).
+6 N D V flops in total) and only scaled by the cotangent in the backward. It
+is faster; its temporary is one ``(rows, V)`` f32 logit tile of ~32 MiB
+(``n_fused_rows``; the target logit is a gather and the gradient tile
+overwrites the logits, so no second tile), which is small next to the
+reference's logits only for large N, and its ``dW`` GEMMs lose efficiency
+when ``rows`` gets small (very large V). Its ``dX`` / ``dW`` residuals (f32,
+``N D + V D``) live from this forward to this backward: inside a larger
+model's ``grad`` they stay allocated through the rest of the network's
+forward and backward, where the streaming path keeps only the ``(N,)`` lse.
 """
 
 from __future__ import annotations
@@ -55,8 +60,8 @@ def _fused_forward(x, w, labels, bias, k, hp, ignore_index, reduction, bt,
     m, l = _math.online_lse_update(jnp.full((bt,), -jnp.inf, F32),
                                    jnp.zeros((bt,), F32), s)
     lse = _math.finalize_lse(m, l)
-    s_y, s_w = _math.target_and_weighted_sum(s, y_blk, cols, k,
-                                             hp.label_smoothing)
+    s_y, s_w = _math.full_row_target_and_weighted_sum(s, y_blk, k,
+                                                      hp.label_smoothing)
     k_y = k[sl(safe)]
     rows = _math.row_loss(lse, s_y, s_w, k_y, v_blk, hp, k_total)
     g = jnp.full((bt,), scale, F32)
@@ -135,7 +140,7 @@ def _reduced_bwd(hp, ignore_index, reduction, bt, bv, res, ct):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def n_fused_rows(v: int, budget_bytes: int = 16 * 2**20) -> int:
+def n_fused_rows(v: int, budget_bytes: int = 32 * 2**20) -> int:
   """Token rows per fused block: a ``(rows, V)`` f32 tile of ~``budget``."""
   return max(8, budget_bytes // (4 * v))
 
