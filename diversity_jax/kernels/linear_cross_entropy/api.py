@@ -45,8 +45,10 @@ def default_implementation(backend: Optional[str] = None) -> str:
   """Implementation used for ``implementation=None`` on ``backend``.
 
   ``xla_chunked`` on every backend for now: the Pallas kernels have only run
-  in interpret mode on CPU and become the GPU / TPU defaults once validated
-  on hardware (opt in with ``implementation='pallas_gpu' | 'pallas_tpu'``).
+  in interpret mode on CPU (and been lowered to Triton IR / Mosaic TPU there,
+  not compiled) and become the GPU / TPU defaults once validated and
+  benchmarked on hardware (opt in with ``implementation='pallas_gpu' |
+  'pallas_tpu'``).
 
   Args:
     backend: ``jax.default_backend()`` string (``'cpu'``, ``'gpu'``,

@@ -15,7 +15,10 @@ loop static:
 The CCE gradient filter (Wijmans et al. 2025, Sec. 4.3) skips a tile's GEMM
 with ``pl.when(max |p - onehot| >= eps)``. Triton needs power-of-two tiles:
 the block sizes are powers of two (>= 16) and inputs are zero-padded to them.
-Run on CPU with ``interpret=True``. Costs 10 N D V flops (forward 2, each
+The Triton lowering is requested explicitly (``pltriton.CompilerParams``;
+jax's default GPU lowering is Mosaic GPU). Run on CPU with ``interpret=True``;
+``tests/kernels/test_lce_pallas_lowering.py`` lowers the kernels to Triton
+IR on the CPU (``jax.export`` for ``'cuda'``). Costs 10 N D V flops (forward 2, each
 backward kernel recomputes the logits) in exchange for no atomics.
 
 Vocab sorting (``order`` given to the backward kernels, see
@@ -33,6 +36,7 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pltriton
 
 from diversity_jax.kernels.linear_cross_entropy import _math
 from diversity_jax.kernels.linear_cross_entropy import _pallas_common
@@ -104,11 +108,19 @@ def _when_kept(filt, cfg):
   return pl.when(filt >= cfg.eps)
 
 
+def _zero_columns(ref, nd, bd):
+  """``ref[...] = 0`` in ``bd``-column strips (Triton ops need power-of-two
+  shapes; the padded ``D`` is only a multiple of ``bd``)."""
+  @pl.loop(0, nd)
+  def _(kk):
+    ref[:, pl.ds(kk * bd, bd)] = jnp.zeros((ref.shape[0], bd), F32)
+
+
 def _dx_kernel(x_ref, w_ref, b_ref, k_ref, y_ref, lse_ref, a_ref, b2_ref,
                g_ref, *refs, cfg, nv, nd, v):
   o_ref, dx_ref = refs if len(refs) == 2 else (None,) + refs
   bd = cfg.bd
-  dx_ref[...] = jnp.zeros(dx_ref.shape, F32)
+  _zero_columns(dx_ref, nd, bd)
   y, lse, a, b, g = y_ref[...], lse_ref[...], a_ref[...], b2_ref[...], g_ref[...]
 
   @pl.loop(0, nv)
@@ -140,7 +152,7 @@ def _dw_kernel(x_ref, w_ref, b_ref, k_ref, y_ref, lse_ref, a_ref, b2_ref,
     cols = j * bv + jax.lax.broadcasted_iota(jnp.int32, (bv,), 0)
   else:
     sel, cols = _vocab_rows(j, cfg, o_ref)
-  dw_ref[...] = jnp.zeros(dw_ref.shape, F32)
+  _zero_columns(dw_ref, nd, bd)
   db_ref[...] = jnp.zeros(db_ref.shape, F32)
 
   @pl.loop(0, nt)
@@ -173,6 +185,14 @@ def _dw_kernel(x_ref, w_ref, b_ref, k_ref, y_ref, lse_ref, a_ref, b2_ref,
             dc, xb, (((0,), (0,)), ((), ())), preferred_element_type=F32)
 
 
+def _params(cfg):
+  """Triton lowering, chosen explicitly: since jax 0.8 ``pallas_call`` on GPU
+  lowers to Mosaic GPU unless given Triton compiler params (and Mosaic GPU
+  would stage every whole-array block in shared memory)."""
+  return None if cfg.interpret else pltriton.CompilerParams(num_warps=4,
+                                                            num_stages=2)
+
+
 def _full(shape):
   return pl.BlockSpec(shape, lambda i: (0,) * len(shape))
 
@@ -193,6 +213,7 @@ def _fwd(xp, wp, bp, kp, yp, cfg):
                 _full((vp,)), _rows_spec(cfg.bt)],
       out_specs=[_rows_spec(cfg.bt)] * 3,
       out_shape=[vec, vec, vec], interpret=cfg.interpret,
+      compiler_params=_params(cfg),
       name="lce_fwd")(xp, wp, bp, kp, yp)
 
 
@@ -210,6 +231,7 @@ def _dx(xp, wp, bp, kp, yp, lse, a, b, g, cfg, order=None):
       + [_full((vp,))] * len(extra),
       out_specs=_rows_spec(cfg.bt, dp),
       out_shape=jax.ShapeDtypeStruct((np_, dp), F32), interpret=cfg.interpret,
+      compiler_params=_params(cfg),
       name="lce_bwd_dx")(xp, wp, bp, kp, yp, lse, a, b, g, *extra)
 
 
@@ -232,7 +254,8 @@ def _dw(xp, wp, bp, kp, yp, lse, a, b, g, cfg, order=None):
       out_specs=[_rows_spec(cfg.bv, dp), _rows_spec(cfg.bv)],
       out_shape=[jax.ShapeDtypeStruct((vp, dp), F32),
                  jax.ShapeDtypeStruct((vp,), F32)],
-      interpret=cfg.interpret, name="lce_bwd_dw")(xp, wp, bp, kp, yp, lse, a,
+      interpret=cfg.interpret, compiler_params=_params(cfg),
+      name="lce_bwd_dw")(xp, wp, bp, kp, yp, lse, a,
                                                   b, g, *extra)
 
 

@@ -18,7 +18,9 @@ zero-padded to (8, 128)-aligned blocks, padded classes masked with -inf. The
 ``D`` axis is not tiled (a full-``D`` tile per block). Vocab sorting runs the
 same kernels on sorted copies of ``w`` / bias / class weights (see
 ``_pallas_common``): the blocks stay contiguous for the BlockSpec pipeline.
-Exercised in interpret mode on CPU; not yet run on a real TPU.
+Exercised in interpret mode on CPU and lowered to Mosaic TPU on the CPU
+(``jax.export`` for ``'tpu'``, ``tests/kernels/test_lce_pallas_lowering.py``);
+not yet compiled or run on a real TPU.
 """
 
 from __future__ import annotations
