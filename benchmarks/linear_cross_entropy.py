@@ -19,10 +19,18 @@ runs after one warm-up, and the ratio to the matmul lower bound. A function
 whose materialized logits exceed ``--max-logits-gb`` is compiled (memory is
 reported) but not run; ``--memory-only`` skips all timing.
 
+``--gemm-rates`` adds, per shape and dtype, the GEMM rate (GFLOP per
+process-CPU second) of the reference's three whole-problem GEMMs (``x w^T``,
+``G w``, ``G^T x``) and of ``xla_chunked``'s default tiles (1024 tokens x 512
+classes), and the time ratio they imply for 8 N D V flops on tiles against
+6 N D V on whole GEMMs: the floor of ours / reference before any softmax
+work.
+
 Usage:
   python -m benchmarks.linear_cross_entropy                       # defaults
   python -m benchmarks.linear_cross_entropy --shapes 512x256x4096 --repeats 2
   python -m benchmarks.linear_cross_entropy --shapes 8192x2304x256000 --memory-only
+  python -m benchmarks.linear_cross_entropy --shapes 2048x1024x16384 --gemm-rates
 """
 
 from __future__ import annotations
@@ -106,6 +114,32 @@ def _matmul_lower_bound(x, w, y, block=4096):
                                          jnp.zeros(x.shape, jnp.float32)))
 
 
+_NT = (((1,), (1,)), ((), ()))    # a b^T
+_NN = (((1,), (0,)), ((), ()))    # a b
+_TN = (((0,), (0,)), ((), ()))    # a^T b
+
+
+def _gemm_rates(n, d, v, dtype, repeats, bt=1024, bv=512):
+  """GFLOP per CPU second of the reference's GEMMs and of our tiles."""
+  def rate(m, k, c, dims):
+    shape_a = {_NT: (m, k), _NN: (m, k), _TN: (k, m)}[dims]
+    shape_b = {_NT: (c, k), _NN: (k, c), _TN: (k, c)}[dims]
+    a, b = jnp.ones(shape_a, dtype), jnp.ones(shape_b, dtype)
+    f = lambda a, b: jax.lax.dot_general(a, b, dims,
+                                         preferred_element_type=jnp.float32)
+    _, _, cpu = _measure(f, (a, b), True, repeats)
+    return 2 * m * k * c / cpu / 1e9
+
+  # Reference: logits (N, V), dX = G W (N, D), dW = G^T X (V, D).
+  ref = [rate(n, d, v, _NT), rate(n, v, d, _NN), rate(v, n, d, _TN)]
+  bt, bv = min(bt, n), min(bv, v)
+  # Ours per tile: logits (bt, bv) twice, dX += G W_j, dW_j += G^T X_i.
+  ours = [rate(bt, d, bv, _NT), rate(bt, bv, d, _NN), rate(bv, bt, d, _TN)]
+  ref_time = sum(1 / r for r in ref)                 # 3 x 2NDV
+  ours_time = 2 / ours[0] + 1 / ours[1] + 1 / ours[2]  # 4 x 2NDV
+  return ref, ours, ours_time / ref_time
+
+
 def _measure(fn, args, run, repeats, warmup=1):
   """(temp bytes, median wall s, median process CPU s) of a compiled ``fn``."""
   compiled = jax.jit(fn).lower(*args).compile()
@@ -144,6 +178,8 @@ def main(argv=None):
                       help="peaked softmax: H hot classes hold ~all the mass")
   parser.add_argument("--vocab-sorting", action="store_true",
                       help="add a row for ours with vocab_sorting=True")
+  parser.add_argument("--gemm-rates", action="store_true",
+                      help="print the GEMM-rate floor of ours / reference")
   args = parser.parse_args(argv)
 
   options = {}
@@ -214,6 +250,12 @@ def main(argv=None):
       if big:
         print(f"(logits {logits_gb:.1f} GiB > --max-logits-gb: materializing "
               "methods compiled for memory only, not run)")
+      if args.gemm_rates and not big:
+        ref, ours, floor = _gemm_rates(n, d, v, DTYPES[dname], args.repeats)
+        fmt = lambda r: " / ".join(f"{g:.0f}" for g in r)
+        print(f"GEMM GFLOP per CPU-s, {n}x{d}x{v} {dname}: reference "
+              f"(logits / dX / dW) {fmt(ref)}; ours' tiles {fmt(ours)}; "
+              f"8NDV on tiles / 6NDV whole = {floor:.2f}")
 
 
 if __name__ == "__main__":
