@@ -180,6 +180,14 @@ def assert_tree_close(got, want, rtol, atol, names=("loss", "lse", "dx", "dw",
     np.testing.assert_allclose(g, e, rtol=rtol, atol=atol, err_msg=name)
 
 
+def has_platform(platform: str) -> bool:
+  """Whether JAX sees a ``platform`` ('gpu', 'tpu') device here."""
+  try:
+    return bool(jax.devices(platform))
+  except RuntimeError:
+    return False
+
+
 def bf16_tolerance(reduction_length: int, scale: float) -> float:
   """Absolute tolerance ~ bf16 eps * sqrt(K) * magnitude."""
   return 2.0 ** -8 * np.sqrt(reduction_length) * scale

@@ -7,9 +7,9 @@ slow); the hardware classes run the full contract and skip themselves without
 the matching accelerator.
 """
 
-import jax
 import pytest
 
+import lce_common as C
 import lce_contract
 
 INTERPRET_CASES = [("all", "mean"), ("all", "none")]
@@ -19,13 +19,6 @@ def pytest_generate_tests(metafunc):
   if "case" in metafunc.fixturenames:
     metafunc.parametrize("case", metafunc.cls.CASES,
                          ids=["-".join(c) for c in metafunc.cls.CASES])
-
-
-def _has(platform):
-  try:
-    return bool(jax.devices(platform))
-  except RuntimeError:
-    return False
 
 
 class TestPallasGpuInterpret(lce_contract.LceContract):
@@ -44,14 +37,14 @@ class TestPallasTpuInterpret(lce_contract.LceContract):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _has("gpu"), reason="needs a GPU")
+@pytest.mark.skipif(not C.has_platform("gpu"), reason="needs a GPU")
 class TestPallasGpu(lce_contract.LceContract):
   IMPL = "pallas_gpu"
   OPTIONS = {"block_tokens": 16, "block_vocab": 16, "block_dim": 16}
 
 
 @pytest.mark.tpu
-@pytest.mark.skipif(not _has("tpu"), reason="needs a TPU")
+@pytest.mark.skipif(not C.has_platform("tpu"), reason="needs a TPU")
 class TestPallasTpu(lce_contract.LceContract):
   IMPL = "pallas_tpu"
   OPTIONS = {"block_tokens": 8, "block_vocab": 128}

@@ -65,9 +65,17 @@ def test_matches_reference_f32(feature, reduction, v):
   assert not np.array_equal(np.argsort(la, kind="stable"), np.arange(v))
 
 
-@pytest.mark.parametrize("opts", [SORT_GPU, SORT_TPU],
-                         ids=["pallas_gpu", "pallas_tpu"])
-def test_pallas_interpret_matches_reference(opts):
+@pytest.mark.parametrize("opts", [
+    SORT_GPU, SORT_TPU,
+    pytest.param(dict(SORT_GPU, interpret=False), marks=[
+        pytest.mark.gpu,
+        pytest.mark.skipif(not C.has_platform("gpu"), reason="needs a GPU")]),
+    pytest.param(dict(SORT_TPU, interpret=False), marks=[
+        pytest.mark.tpu,
+        pytest.mark.skipif(not C.has_platform("tpu"), reason="needs a TPU")]),
+], ids=["pallas_gpu", "pallas_tpu", "pallas_gpu_hardware",
+        "pallas_tpu_hardware"])
+def test_pallas_matches_reference(opts):
   inputs = C.make_inputs(N, D, 300, seed=4)     # TPU: 3 vocab blocks, ragged
   x, w, y = inputs[:3]
   kw = dict(_features("features", inputs), reduction="none")
