@@ -126,7 +126,10 @@ def full_row_target_and_weighted_sum(s, labels, k, smoothing):
   """
   s_y = jnp.take_along_axis(s, jnp.maximum(labels, 0)[:, None], axis=1)[:, 0]
   s_y = jnp.where(labels >= 0, s_y, 0.0)
-  s_w = jnp.dot(s, k) if smoothing else jnp.zeros_like(s_y)
+  # HIGHEST: an f32 sum like the tile path's (TPU's default would round s to
+  # bf16); V flops per row, nothing next to the logit GEMM's 2 D V.
+  s_w = (jnp.dot(s, k, precision=jax.lax.Precision.HIGHEST) if smoothing
+         else jnp.zeros_like(s_y))
   return s_y, s_w
 
 
