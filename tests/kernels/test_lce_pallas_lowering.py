@@ -35,7 +35,8 @@ def _custom_calls(impl, dtype, n=200, d=96, v=1000, **kw):
             for _, t in _TARGETS.values()]
   exported = export.export(f, platforms=[platform], disabled_checks=checks)(
       spec(n, d), spec(v, d), spec(v), spec(n, dt=jnp.int32))
-  return re.findall(r"custom_call @([\w$.]+)", exported.mlir_module())
+  text = exported.mlir_module()
+  return re.findall(r"custom_call @([\w$.]+)", text), text
 
 
 @pytest.mark.parametrize("impl", list(_TARGETS))
@@ -47,12 +48,25 @@ def _custom_calls(impl, dtype, n=200, d=96, v=1000, **kw):
 ], ids=["bf16", "f32-softcap-zloss", "bf16-sorting", "f32-smoothing"])
 def test_kernels_lower_for_hardware(impl, dtype, kw):
   """Ragged N, D, V; forward, dX and dW kernels all become hardware calls."""
-  calls = _custom_calls(impl, dtype, **kw)
+  calls, _ = _custom_calls(impl, dtype, **kw)
   assert calls == [_TARGETS[impl][1]] * 3, calls
 
 
 @pytest.mark.parametrize("impl", list(_TARGETS))
 def test_default_blocks_lower_for_hardware(impl):
   """An LM-like shape that uses the default block sizes unclamped."""
-  calls = _custom_calls(impl, jnp.bfloat16, n=2048, d=512, v=32768)
+  calls, _ = _custom_calls(impl, jnp.bfloat16, n=2048, d=512, v=32768)
   assert calls == [_TARGETS[impl][1]] * 3, calls
+
+
+def test_gpu_vocab_splits_lower_for_hardware(monkeypatch):
+  """The (token block, vocab split) grids with squeezed partial outputs lower
+  to Triton too (the CPU has no SM count, so splits are forced here)."""
+  from diversity_jax.kernels.linear_cross_entropy import pallas_gpu
+  monkeypatch.setattr(pallas_gpu, "vocab_splits",
+                      lambda nt, nv, interpret: min(4, nv))
+  calls, text = _custom_calls("pallas_gpu", jnp.bfloat16, vocab_sorting=True)
+  assert calls == [_TARGETS["pallas_gpu"][1]] * 3, calls
+  # Forward and dX launch 4 splits per token block; dW one program per
+  # vocab block.
+  assert re.findall(r"grid_y = (\d+)", text) == ["4", "4", "1"]

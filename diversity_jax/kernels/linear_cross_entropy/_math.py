@@ -100,6 +100,15 @@ def finalize_lse(m, l):
   return m_safe + jnp.log(jnp.maximum(l, jnp.finfo(F32).tiny))
 
 
+def merge_lse(m, l):
+  """lse from online-LSE partials ``(m, l)`` stacked on axis 0 (vocab
+  splits); a split that saw only masked columns (``m = -inf``, ``l = 0``)
+  adds nothing."""
+  m_all = jnp.max(m, axis=0)
+  m_safe = jnp.where(jnp.isfinite(m_all), m_all, 0.0)
+  return finalize_lse(m_all, jnp.sum(l * jnp.exp(m - m_safe), axis=0))
+
+
 def target_and_weighted_sum(s, labels_blk, col_ids, k_blk, smoothing):
   """Per-row ``s_{i y_i}`` and ``sum_j k_j s_ij`` contributions of one tile.
 

@@ -49,6 +49,9 @@ class Config(NamedTuple):
   eps: Optional[float]
   interpret: Any
   sort: bool = False
+  # Vocab splits of the token-gridded kernels (``pallas_gpu``): the padded
+  # vocabulary is a multiple of ``bv * vsplit``.
+  vsplit: int = 1
 
 
 class Launchers(NamedTuple):
@@ -74,7 +77,7 @@ def _pad(a, size, axis, value=0):
 def _prepare(x, w, bias, k, labels, ignore_index, cfg):
   n, d = x.shape
   v = w.shape[0]
-  np_, vp, dp = (_round_up(n, cfg.bt), _round_up(v, cfg.bv),
+  np_, vp, dp = (_round_up(n, cfg.bt), _round_up(v, cfg.bv * cfg.vsplit),
                  _round_up(d, cfg.bd))
   valid = labels != ignore_index
   y = jnp.where(valid, labels, -2).astype(jnp.int32)
@@ -179,9 +182,9 @@ def next_pow2(n: int) -> int:
 
 def rows(x, w, labels, bias, class_weights, *, hp, ignore_index, launch,
          block_tokens, block_vocab, block_dim, filter_eps, interpret,
-         vocab_sorting=False):
+         vocab_sorting=False, vocab_splits=1):
   """Per-row ``(loss, lse)`` through a backend's Pallas launchers."""
   cfg = Config(hp=hp, bt=int(block_tokens), bv=int(block_vocab),
                bd=int(block_dim), eps=filter_eps, interpret=interpret,
-               sort=bool(vocab_sorting))
+               sort=bool(vocab_sorting), vsplit=int(vocab_splits))
   return _rows(x, w, bias, class_weights, labels, ignore_index, cfg, launch)

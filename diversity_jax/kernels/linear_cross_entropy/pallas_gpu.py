@@ -3,15 +3,21 @@
 Three deterministic kernels (no atomics), all tiles f32-accumulated, every
 loop static:
 
-* forward, grid over token blocks: for each vocab block a K-loop over ``D``
-  builds the ``(bt, bv)`` logit tile, then the online LSE, target logit and
-  smoothing sum are updated (``_math``); padded vocab columns are -inf.
-* ``dX``, grid over token blocks: recompute each tile, form ``G = dL/dz``
-  (``_math.tile_grad``) and, unless the tile is filtered, add ``G @ W_j`` into
-  the program's own ``dX`` rows, ``block_dim`` columns at a time.
+* forward, grid (token blocks, vocab splits): for each vocab block of its
+  split a K-loop over ``D`` builds the ``(bt, bv)`` logit tile, then the
+  online LSE ``(m, l)``, target logit and smoothing sum are updated
+  (``_math``); padded vocab columns are -inf. The splits' partials are
+  merged outside the kernel (``_math.merge_lse``).
+* ``dX``, grid (token blocks, vocab splits): recompute each tile, form ``G =
+  dL/dz`` (``_math.tile_grad``) and, unless the tile is filtered, add ``G @
+  W_j`` into the program's own partial ``dX`` rows, ``block_dim`` columns at
+  a time; the partials are summed outside.
 * ``dW``/``db``, grid over vocab blocks: same tiles, ``G^T @ X_i`` into the
   program's own ``dW`` rows.
 
+Vocab splits (``vocab_splits``) only exist to give the token-gridded kernels
+enough programs to fill the GPU; with one split the kernels are the plain
+one-program-per-token-block ones.
 The CCE gradient filter (Wijmans et al. 2025, Sec. 4.3) skips a tile's GEMM
 with ``pl.when(max |p - onehot| >= eps)``. Triton needs power-of-two tiles:
 the block sizes are powers of two (>= 16) and inputs are zero-padded to them.
@@ -73,13 +79,17 @@ def _logit_tile(x_ref, w_ref, b_ref, j, cfg, nd, v, o_ref=None):
   return s, cols, own
 
 
-def _fwd_kernel(x_ref, w_ref, b_ref, k_ref, y_ref, lse_ref, sy_ref, sw_ref, *,
-                cfg, nv, nd, v):
+def _fwd_kernel(x_ref, w_ref, b_ref, k_ref, y_ref, m_ref, l_ref, sy_ref,
+                sw_ref, *, cfg, per, nd, v):
+  """Online-LSE partials ``(m, l)``, target and smoothing sums of this
+  program's rows over its vocab split (``per`` blocks)."""
   y = y_ref[...]
   rows = y.shape[0]
+  j0 = pl.program_id(1) * per
 
-  def v_step(j, carry):
+  def v_step(t, carry):
     m, l, sy, sw = carry
+    j = j0 + t
     s, cols, own = _logit_tile(x_ref, w_ref, b_ref, j, cfg, nd, v)
     k = jnp.where(own, k_ref[pl.ds(j * cfg.bv, cfg.bv)], 0.0)
     dy, dw = _math.target_and_weighted_sum(
@@ -89,8 +99,9 @@ def _fwd_kernel(x_ref, w_ref, b_ref, k_ref, y_ref, lse_ref, sy_ref, sw_ref, *,
 
   init = (jnp.full((rows,), -jnp.inf, F32), jnp.zeros((rows,), F32),
           jnp.zeros((rows,), F32), jnp.zeros((rows,), F32))
-  m, l, sy, sw = jax.lax.fori_loop(0, nv, v_step, init)
-  lse_ref[...] = _math.finalize_lse(m, l)
+  m, l, sy, sw = jax.lax.fori_loop(0, per, v_step, init)
+  m_ref[...] = m
+  l_ref[...] = l
   sy_ref[...] = sy
   sw_ref[...] = sw
 
@@ -117,14 +128,17 @@ def _zero_columns(ref, nd, bd):
 
 
 def _dx_kernel(x_ref, w_ref, b_ref, k_ref, y_ref, lse_ref, a_ref, b2_ref,
-               g_ref, *refs, cfg, nv, nd, v):
+               g_ref, *refs, cfg, per, nd, v):
+  """This program's rows of ``dX`` from its vocab split (``per`` blocks)."""
   o_ref, dx_ref = refs if len(refs) == 2 else (None,) + refs
   bd = cfg.bd
   _zero_columns(dx_ref, nd, bd)
   y, lse, a, b, g = y_ref[...], lse_ref[...], a_ref[...], b2_ref[...], g_ref[...]
+  j0 = pl.program_id(1) * per
 
-  @pl.loop(0, nv)
-  def _(j):
+  @pl.loop(0, per)
+  def _(t):
+    j = j0 + t
     s, cols, own = _logit_tile(x_ref, w_ref, b_ref, j, cfg, nd, v, o_ref)
     d, filt = _grad_tile(s, cols, own, y, k_ref, lse, a, b, g, j, cfg, o_ref)
     dc = d.astype(w_ref.dtype)
@@ -194,45 +208,53 @@ def _params(cfg):
 
 
 def _full(shape):
-  return pl.BlockSpec(shape, lambda i: (0,) * len(shape))
+  return pl.BlockSpec(shape, lambda *_: (0,) * len(shape))
 
 
 def _rows_spec(bt, *rest):
-  return pl.BlockSpec((bt,) + rest, lambda i: (i,) + (0,) * len(rest))
+  return pl.BlockSpec((bt,) + rest, lambda i, *_: (i,) + (0,) * len(rest))
+
+
+def _split_spec(bt, *rest):
+  """Block ``(i, split s)`` of a ``(vsplit, Np, ...)`` partial output."""
+  return pl.BlockSpec((None, bt) + rest,
+                      lambda i, s: (s, i) + (0,) * len(rest))
 
 
 def _fwd(xp, wp, bp, kp, yp, cfg):
   (np_, dp), vp = xp.shape, wp.shape[0]
   nt, nv, nd = np_ // cfg.bt, vp // cfg.bv, dp // cfg.bd
-  kern = functools.partial(_fwd_kernel, cfg=cfg, nv=nv, nd=nd,
+  kern = functools.partial(_fwd_kernel, cfg=cfg, per=nv // cfg.vsplit, nd=nd,
                            v=cfg.hp.num_classes)
-  vec = jax.ShapeDtypeStruct((np_,), F32)
-  return pl.pallas_call(
-      kern, grid=(nt,),
+  part = jax.ShapeDtypeStruct((cfg.vsplit, np_), F32)
+  m, l, sy, sw = pl.pallas_call(
+      kern, grid=(nt, cfg.vsplit),
       in_specs=[_rows_spec(cfg.bt, dp), _full((vp, dp)), _full((vp,)),
                 _full((vp,)), _rows_spec(cfg.bt)],
-      out_specs=[_rows_spec(cfg.bt)] * 3,
-      out_shape=[vec, vec, vec], interpret=cfg.interpret,
+      out_specs=[_split_spec(cfg.bt)] * 4,
+      out_shape=[part] * 4, interpret=cfg.interpret,
       compiler_params=_params(cfg),
       name="lce_fwd")(xp, wp, bp, kp, yp)
+  return _math.merge_lse(m, l), jnp.sum(sy, 0), jnp.sum(sw, 0)
 
 
 def _dx(xp, wp, bp, kp, yp, lse, a, b, g, cfg, order=None):
   (np_, dp), vp = xp.shape, wp.shape[0]
   nt, nv, nd = np_ // cfg.bt, vp // cfg.bv, dp // cfg.bd
-  kern = functools.partial(_dx_kernel, cfg=cfg, nv=nv, nd=nd,
+  kern = functools.partial(_dx_kernel, cfg=cfg, per=nv // cfg.vsplit, nd=nd,
                            v=cfg.hp.num_classes)
   row = _rows_spec(cfg.bt)
   extra = () if order is None else (order,)
-  return pl.pallas_call(
-      kern, grid=(nt,),
+  parts = pl.pallas_call(
+      kern, grid=(nt, cfg.vsplit),
       in_specs=[_rows_spec(cfg.bt, dp), _full((vp, dp)), _full((vp,)),
                 _full((vp,)), row, row, row, row, row]
       + [_full((vp,))] * len(extra),
-      out_specs=_rows_spec(cfg.bt, dp),
-      out_shape=jax.ShapeDtypeStruct((np_, dp), F32), interpret=cfg.interpret,
-      compiler_params=_params(cfg),
+      out_specs=_split_spec(cfg.bt, dp),
+      out_shape=jax.ShapeDtypeStruct((cfg.vsplit, np_, dp), F32),
+      interpret=cfg.interpret, compiler_params=_params(cfg),
       name="lce_bwd_dx")(xp, wp, bp, kp, yp, lse, a, b, g, *extra)
+  return parts[0] if cfg.vsplit == 1 else jnp.sum(parts, 0)
 
 
 def _dw(xp, wp, bp, kp, yp, lse, a, b, g, cfg, order=None):
@@ -262,6 +284,26 @@ def _dw(xp, wp, bp, kp, yp, lse, a, b, g, cfg, order=None):
 LAUNCHERS = _pallas_common.Launchers(fwd=_fwd, dx=_dx, dw=_dw, sorts=True)
 
 
+def vocab_splits(num_token_blocks: int, num_vocab_blocks: int,
+                 interpret) -> int:
+  """Vocab splits of the forward and ``dX`` grids: enough programs for about
+  two per streaming multiprocessor (``core_count`` of the default device),
+  at most 8 and at most one per vocab block; 1 in interpret mode.
+
+  The forward and ``dX`` kernels have one program per token block, too few
+  to fill the GPU at LM batch sizes (N = 4096, ``block_tokens`` = 64: 64
+  programs for an H100's 132 SMs); split ``s`` of a token block streams
+  vocab blocks ``[s per, (s + 1) per)`` and writes partials (online-LSE
+  ``(m, l)``, target sums, an f32 ``dX``) combined outside the kernel, so
+  the split costs ``(vsplit - 1) N D`` f32 of temporaries and no atomics.
+  """
+  if interpret:
+    return 1
+  cores = int(getattr(jax.devices()[0], "core_count", 0) or 0)
+  want = -(-2 * cores // max(1, num_token_blocks))
+  return max(1, min(want, 8, num_vocab_blocks))
+
+
 def rows(x, w, labels, bias, class_weights, *, hp, ignore_index,
          block_tokens=64, block_vocab=128, block_dim=32, filter_eps=None,
          interpret=False, vocab_sorting=False, **unused):
@@ -271,8 +313,9 @@ def rows(x, w, labels, bias, class_weights, *, hp, ignore_index,
   bt = max(16, min(p2(block_tokens), p2(x.shape[0])))
   bv = max(16, min(p2(block_vocab), p2(w.shape[0])))
   bd = max(16, min(p2(block_dim), p2(x.shape[1])))
+  splits = vocab_splits(-(-x.shape[0] // bt), -(-w.shape[0] // bv), interpret)
   return _pallas_common.rows(
       x, w, labels, bias, class_weights, hp=hp, ignore_index=ignore_index,
       launch=LAUNCHERS, block_tokens=bt, block_vocab=bv, block_dim=bd,
       filter_eps=filter_eps, interpret=interpret,
-      vocab_sorting=vocab_sorting)
+      vocab_sorting=vocab_sorting, vocab_splits=splits)
