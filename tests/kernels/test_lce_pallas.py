@@ -91,3 +91,16 @@ def test_vocab_splits_heuristic(monkeypatch):
   assert pallas_gpu.vocab_splits(64, 2, interpret=False) == 2
   assert pallas_gpu.vocab_splits(512, 512, interpret=False) == 1
   assert pallas_gpu.vocab_splits(64, 512, interpret=True) == 1
+
+
+def test_tpu_default_blocks_fit_vmem():
+  """Default Mosaic TPU blocks stay within the VMEM budget as D grows
+  (full-D blocks): unchanged at D=1024, shrunk at Gemma's D=2304 (256 x 512
+  would need ~18 MiB in bf16), still multiples of (8, 128)."""
+  from diversity_jax.kernels.linear_cross_entropy import pallas_tpu as T
+  assert T.fit_vmem(256, 512, 1024, 2) == (256, 512)
+  assert T.vmem_bytes(256, 512, 2304, 2) > T.VMEM_BUDGET
+  for dp, itemsize in ((2304, 2), (2304, 4), (4096, 2)):
+    bt, bv = T.fit_vmem(256, 512, dp, itemsize)
+    assert T.vmem_bytes(bt, bv, dp, itemsize) <= T.VMEM_BUDGET, (dp, bt, bv)
+    assert bt % 8 == 0 and bv % 128 == 0 and bt >= 64 and bv >= 128

@@ -15,7 +15,8 @@ live in VMEM and no atomics are needed:
 Wijmans et al. 2025, Sec. 4.3). Per-row vectors are ``(N, 1)`` columns and
 per-class vectors ``(1, V)`` rows (Mosaic block-shape rules); ``x``/``w`` are
 zero-padded to (8, 128)-aligned blocks, padded classes masked with -inf. The
-``D`` axis is not tiled (a full-``D`` tile per block). Vocab sorting runs the
+``D`` axis is not tiled (a full-``D`` tile per block), so the default blocks
+shrink with large ``D`` to fit a VMEM budget (``fit_vmem``). Vocab sorting runs the
 same kernels on sorted copies of ``w`` / bias / class weights (see
 ``_pallas_common``): the blocks stay contiguous for the BlockSpec pipeline.
 Exercised in interpret mode on CPU and lowered to Mosaic TPU on the CPU
@@ -198,14 +199,48 @@ def _align(block, size, unit):
   return max(unit, min(-(-block // unit) * unit, cap))
 
 
+#: VMEM the default blocks may take: under the 16 MiB default scoped-VMEM
+#: limit of Mosaic TPU, with room for the compiler's own buffers.
+VMEM_BUDGET = 12 * 2**20
+
+
+def vmem_bytes(bt, bv, dp, itemsize):
+  """VMEM of the largest kernel's blocks: double-buffered ``x`` / ``w``
+  blocks in the input dtype, the double-buffered f32 ``dX`` or ``dW`` output
+  block and ~3 f32 ``(bt, bv)`` tile temporaries (logits, p, G)."""
+  return (2 * (bt + bv) * dp * itemsize + 2 * max(bt, bv) * dp * 4
+          + 3 * bt * bv * 4)
+
+
+def fit_vmem(bt, bv, dp, itemsize, budget=VMEM_BUDGET):
+  """Default blocks halved (the larger first; multiples of 8 tokens and 128
+  classes) until ``vmem_bytes`` fits ``budget``: the full-``D`` blocks grow
+  with ``D`` (Gemma's 2304 needs 18 MiB at 256 x 512 in bf16). A ``D`` too
+  large for the smallest blocks is left to the compiler (tiling ``D`` as
+  tokamax's ``mosaic_tpu`` does would lift that)."""
+  while vmem_bytes(bt, bv, dp, itemsize) > budget and (bt > 8 or bv > 128):
+    if bv >= bt and bv > 128:
+      bv = max(128, bv // 2 // 128 * 128)
+    else:
+      bt = max(8, bt // 2 // 8 * 8)
+  return bt, bv
+
+
 def rows(x, w, labels, bias, class_weights, *, hp, ignore_index,
-         block_tokens=256, block_vocab=512, filter_eps=None, interpret=False,
-         vocab_sorting=False, **unused):
-  """Per-row ``(loss, lse)`` with the Mosaic TPU Pallas kernels."""
+         block_tokens=None, block_vocab=None, filter_eps=None,
+         interpret=False, vocab_sorting=False, **unused):
+  """Per-row ``(loss, lse)`` with the Mosaic TPU Pallas kernels.
+
+  Default blocks: 256 tokens x 512 classes, shrunk by ``fit_vmem`` for large
+  ``D``; explicit ``block_tokens`` / ``block_vocab`` are used as given
+  (aligned to 8 / 128).
+  """
   del unused
-  bt = _align(block_tokens, x.shape[0], 8)
-  bv = _align(block_vocab, w.shape[0], 128)
   bd = -(-x.shape[1] // 128) * 128          # full D, lane aligned
+  bt = _align(block_tokens or 256, x.shape[0], 8)
+  bv = _align(block_vocab or 512, w.shape[0], 128)
+  if block_tokens is None and block_vocab is None:
+    bt, bv = fit_vmem(bt, bv, bd, x.dtype.itemsize)
   return _pallas_common.rows(
       x, w, labels, bias, class_weights, hp=hp, ignore_index=ignore_index,
       launch=LAUNCHERS, block_tokens=bt, block_vocab=bv, block_dim=bd,
