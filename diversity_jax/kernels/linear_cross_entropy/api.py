@@ -233,10 +233,10 @@ def linear_cross_entropy(
       pass from full-vocabulary row blocks of ~32 MiB of f32 logits (at
       most ``block_tokens`` rows): 6 N D V flops instead of 8 and no
       gradient filter; the temporary is one such row block (the ``dX``/``dW``
-      residuals become the gradient buffers, but inside a larger model's
-      ``grad`` they stay allocated from this forward to this backward), and
-      the GEMMs lose efficiency when the rows per block get few (very large
-      V). Default False (streaming forward, recomputing backward: smallest
+      residuals become the gradient buffers; they exist from this forward to
+      this backward, ``V D`` f32 per pending forward when forwards run ahead
+      of backwards, e.g. pipeline microbatches), and the GEMMs lose
+      efficiency when the rows per block get few (very large V). Default False (streaming forward, recomputing backward: smallest
       memory).
     vocab_axis_name: explicit vocab parallelism (``xla_chunked`` only, without
       ``fused_backward``). None (default): ``w`` holds every class. A mesh

@@ -8,9 +8,11 @@ is faster; its temporary is one ``(rows, V)`` f32 logit tile of ~32 MiB
 overwrites the logits, so no second tile), which is small next to the
 reference's logits only for large N, and its ``dW`` GEMMs lose efficiency
 when ``rows`` gets small (very large V). Its ``dX`` / ``dW`` residuals (f32,
-``N D + V D``) live from this forward to this backward: inside a larger
-model's ``grad`` they stay allocated through the rest of the network's
-forward and backward, where the streaming path keeps only the ``(N,)`` lse.
+``N D + V D``) exist from this forward to this backward, where the streaming
+path keeps only the ``(N,)`` lse: no extra peak when the loss is the last op
+before the backward (a plain LM step), but ``V D`` f32 per pending forward
+where forwards run ahead of their backwards (pipeline-parallel microbatches,
+more forward work after the loss); and it has no gradient filter.
 """
 
 from __future__ import annotations
