@@ -154,3 +154,15 @@ def test_no_vocab_sized_temporaries(dtype):
     for sort in (False, True):
       got = temp_bytes(block_tokens=64, block_vocab=512, vocab_sorting=sort)
       assert got < w_bytes / 4, (tail, sort, got, w_bytes)
+
+
+def test_default_block_sizes_per_backend(monkeypatch):
+  """CPU keeps its measured 1024 x 512 tiles; GPU / TPU get larger tiles
+  (fewer loop trips); explicit sizes win; all clamped to (N, V)."""
+  from diversity_jax.kernels.linear_cross_entropy import xla_chunked
+  assert xla_chunked.block_sizes(4096, 65536) == (1024, 512)
+  assert xla_chunked.block_sizes(100, 300) == (100, 300)
+  assert xla_chunked.block_sizes(4096, 65536, 64, 128) == (64, 128)
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert xla_chunked.block_sizes(8192, 256000) == (2048, 4096)
+  assert xla_chunked.block_sizes(8192, 256000, None, 1024) == (2048, 1024)

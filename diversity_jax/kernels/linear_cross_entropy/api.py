@@ -226,7 +226,8 @@ def linear_cross_entropy(
       ``'pallas_gpu'``, ``'pallas_tpu'`` or ``'reference'`` (materializes
       the logits).
     block_tokens, block_vocab, block_dim: tile sizes (None: per-implementation
-      defaults; ``block_dim`` is used by the Pallas kernels only).
+      defaults, per backend for ``xla_chunked``; ``block_dim`` is used by the
+      Pallas kernels only).
     interpret: run the Pallas kernels in interpret mode (CPU testing).
     fused_backward: ``xla_chunked`` only, used for f32 inputs, a scalar
       reduction and ``return_lse=False``: form ``dX``/``dW`` in the forward

@@ -69,6 +69,24 @@ def _block(i, size, block):
   return start, ids, ids >= i * block
 
 
+#: Default ``(block_tokens, block_vocab)`` per backend. CPU: measured
+#: (BENCHMARKS.md); tiles of 1024 x 512 run the GEMMs at the CPU's peak.
+#: GPU / TPU: larger tiles, so that the loops take few trips (each trip is a
+#: few kernel launches, ~N V / (bt bv) of them): chosen, not yet measured (no
+#: accelerator was available); a 2048 x 4096 f32 tile is 32 MiB.
+DEFAULT_BLOCKS = {"cpu": (1024, 512), "gpu": (2048, 4096),
+                  "tpu": (2048, 4096)}
+
+
+def block_sizes(n, v, block_tokens=None, block_vocab=None):
+  """``(bt, bv)``: the given block sizes or the backend's defaults
+  (``DEFAULT_BLOCKS``), clamped to ``[1, N]`` and ``[1, V]``."""
+  dt, dv = DEFAULT_BLOCKS.get(jax.default_backend(), DEFAULT_BLOCKS["cpu"])
+  bt = dt if block_tokens is None else int(block_tokens)
+  bv = dv if block_vocab is None else int(block_vocab)
+  return max(1, min(bt, n)), max(1, min(bv, v))
+
+
 def bitcast_narrow_inputs() -> bool:
   """Whether narrow floats move through the loops as ``uint16`` bits (CPU only:
   on GPU / TPU the narrow dtypes are native in loops)."""
@@ -405,7 +423,7 @@ _rows.defvjp(_rows_fwd, _rows_bwd)
 
 
 def rows(x, w, labels, bias, class_weights, *, hp: _math.Hyper, ignore_index,
-         block_tokens=1024, block_vocab=512, filter_eps=None,
+         block_tokens=None, block_vocab=None, filter_eps=None,
          vocab_sorting=False, **unused):
   """Per-row ``(loss, lse)`` in f32 without an N x V buffer (see module doc).
 
@@ -414,14 +432,13 @@ def rows(x, w, labels, bias, class_weights, *, hp: _math.Hyper, ignore_index,
   """
   del unused
   n, v = x.shape[0], w.shape[0]
-  bt = max(1, min(int(block_tokens), n))
-  bv = max(1, min(int(block_vocab), v))
+  bt, bv = block_sizes(n, v, block_tokens, block_vocab)
   return _rows(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv,
                filter_eps, bool(vocab_sorting))
 
 
 def logit_average(x, w, labels, *, hp: _math.Hyper, ignore_index,
-                  bias=None, block_tokens=1024, block_vocab=512):
+                  bias=None, block_tokens=None, block_vocab=None):
   """The forward's vocab-sorting side output ``LA`` (V,) f32: each class's
   (bias-added, soft-capped) logit averaged over the non-ignored rows (zeros
   when every row is ignored). The backward's order is ``argsort(LA)``.
@@ -430,16 +447,15 @@ def logit_average(x, w, labels, *, hp: _math.Hyper, ignore_index,
   ``cce_lse_forward.py`` (``LA`` output) and ``cce.py::sort_logit_avg``.
   """
   n, v = x.shape[0], w.shape[0]
-  bt = max(1, min(int(block_tokens), n))
-  bv = max(1, min(int(block_vocab), v))
+  bt, bv = block_sizes(n, v, block_tokens, block_vocab)
   k = _class_weights(None, v)
   return _forward(x, w, labels, bias, k, hp, ignore_index, bt, bv,
                   sort=True)[2]
 
 
 def skipped_tiles(x, w, labels, lse, *, filter_eps, order=None, bias=None,
-                  softcap=None, ignore_index=-100, block_tokens=1024,
-                  block_vocab=512):
+                  softcap=None, ignore_index=-100, block_tokens=None,
+                  block_vocab=None):
   """``(skipped, total)``: backward tiles the CCE filter would skip.
 
   Walks the backward's tile grid (vocab blocks of ``order``, or of the
@@ -449,8 +465,7 @@ def skipped_tiles(x, w, labels, lse, *, filter_eps, order=None, bias=None,
   diagnostic for vocab sorting (CCE paper Table 1); not used by the loss.
   """
   n, v = x.shape[0], w.shape[0]
-  bt = max(1, min(int(block_tokens), n))
-  bv = max(1, min(int(block_vocab), v))
+  bt, bv = block_sizes(n, v, block_tokens, block_vocab)
   order = jnp.arange(v, dtype=jnp.int32) if order is None else order
   valid = labels != ignore_index
   labels_eff = jnp.where(valid, labels, -2)

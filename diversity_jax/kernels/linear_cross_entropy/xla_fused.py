@@ -27,6 +27,7 @@ from diversity_jax.kernels.linear_cross_entropy.xla_chunked import F32
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _block
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _cdiv
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _class_weights
+from diversity_jax.kernels.linear_cross_entropy.xla_chunked import block_sizes
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _take
 
 
@@ -160,13 +161,12 @@ def fused_applies(x, w, bias, reduction, return_lse) -> bool:
 
 
 def reduced(x, w, labels, bias, class_weights, *, hp: _math.Hyper,
-            ignore_index, reduction, block_tokens=1024, block_vocab=512,
+            ignore_index, reduction, block_tokens=None, block_vocab=None,
             **unused):
   """Scalar ``'mean'``/``'sum'`` loss whose gradients are formed in the forward
   pass (6 N D V flops instead of 8); see ``fused_applies``."""
   del unused
   n, v = x.shape[0], w.shape[0]
-  bt = max(1, min(int(block_tokens), n))
-  bv = max(1, min(int(block_vocab), v))
+  bt, bv = block_sizes(n, v, block_tokens, block_vocab)
   return _reduced(x, w, bias, class_weights, labels, hp, ignore_index,
                   reduction, bt, bv)

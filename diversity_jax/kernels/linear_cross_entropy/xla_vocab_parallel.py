@@ -20,6 +20,7 @@ from diversity_jax.kernels.linear_cross_entropy import _math
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import F32
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _backward_grads
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _class_weights
+from diversity_jax.kernels.linear_cross_entropy.xla_chunked import block_sizes
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _forward_stats
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _sum_to_primal
 
@@ -109,7 +110,7 @@ _rows_vp.defvjp(_rows_vp_fwd, _rows_vp_bwd)
 
 def rows_vocab_parallel(x, w, labels, bias, class_weights, *,
                         hp: _math.Hyper, ignore_index, axis_name,
-                        block_tokens=1024, block_vocab=512, filter_eps=None,
+                        block_tokens=None, block_vocab=None, filter_eps=None,
                         vocab_sorting=False, **unused):
   """Per-row global ``(loss, lse)`` with ``w`` (and ``bias``,
   ``class_weights``) the local vocab shard of ``axis_name``.
@@ -130,8 +131,7 @@ def rows_vocab_parallel(x, w, labels, bias, class_weights, *,
   """
   del unused
   n, v = x.shape[0], w.shape[0]
-  bt = max(1, min(int(block_tokens), n))
-  bv = max(1, min(int(block_vocab), v))
+  bt, bv = block_sizes(n, v, block_tokens, block_vocab)
   return _rows_vp(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv,
                   filter_eps, axis_name, bool(vocab_sorting))
 
