@@ -2,10 +2,10 @@
 
 One copy of: soft-cap and its derivative, the per-row loss with label
 smoothing / class weights / log-partition penalty, the per-row gradient
-coefficients, the per-tile gradient ``dL/dz``, the CCE gradient filter and the
-vocab-sorting order. The
-reference, ``xla_chunked`` and the Pallas kernels all call these functions, so
-a formula fix lands everywhere at once.
+coefficients, the per-tile gradient ``dL/dz``, the CCE gradient filter, the
+merge of split online-LSE partials and the vocab-sorting order. The reference,
+``xla_chunked`` and the Pallas kernels all call these functions, so a formula
+fix lands everywhere at once.
 
 Notation (cce.md section 5; Wijmans et al. 2025, "Cut Your Losses in
 Large-Vocabulary Language Models", arXiv:2411.09009, Eq. 1-4):

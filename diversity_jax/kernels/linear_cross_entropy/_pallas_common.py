@@ -130,14 +130,16 @@ def _rows_bwd(ignore_index, cfg, launch, res, cts):
   args = (xp, wp, bp, kp, yp, lse_p, alpha, beta, gamma, cfg)
   if cfg.sort and cfg.eps is not None:
     order = _vocab_order(x, w, bias, valid, wp.shape[0])
+    inv = jnp.argsort(order).astype(jnp.int32)     # sorted row of class c
     if launch.sorts:      # the kernels gather their vocab tiles
       dx = launch.dx(*args, order=order)
       dw, db = launch.dw(*args, order=order)
     else:                 # the kernels stream sorted copies
-      dx = launch.dx(*_sorted_args(args, order))
-      dw, db = launch.dw(*_sorted_args(args, order))
+      sorted_args = _sorted_args(args, order, inv)
+      dx = launch.dx(*sorted_args)
+      dw, db = launch.dw(*sorted_args)
     dx = dx[:n, :d].astype(x.dtype)
-    inv = jnp.argsort(order[:v]).astype(jnp.int32)   # sorted row of class c
+    inv = inv[:v]          # padded ids sit last in ``order``
     dw = jnp.take(dw, inv, axis=0)[:, :d].astype(w.dtype)
     db = None if bias is None else jnp.take(db, inv).astype(bias.dtype)
   else:
@@ -152,12 +154,11 @@ def _rows_bwd(ignore_index, cfg, launch, res, cts):
 _rows.defvjp(_rows_fwd, _rows_bwd)
 
 
-def _sorted_args(args, order):
+def _sorted_args(args, order, inv):
   """Backward launcher arguments in the sorted class layout: rows of ``wp``
   and entries of ``bp`` / ``kp`` permuted by ``order``, labels mapped to their
-  sorted position (ignored / padded rows keep -2)."""
+  sorted position ``inv`` (ignored / padded rows keep -2)."""
   xp, wp, bp, kp, yp, *rest = args
-  inv = jnp.argsort(order).astype(jnp.int32)
   ys = jnp.where(yp >= 0, inv[jnp.maximum(yp, 0)], yp)
   take = lambda a: jnp.take(a, order, axis=0)
   return (xp, take(wp), take(bp), take(kp), ys, *rest)
