@@ -18,14 +18,15 @@ loop static:
 Vocab splits (``vocab_splits``) only exist to give the token-gridded kernels
 enough programs to fill the GPU; with one split the kernels are the plain
 one-program-per-token-block ones.
+
 The CCE gradient filter (Wijmans et al. 2025, Sec. 4.3) skips a tile's GEMM
 with ``pl.when(max |p - onehot| >= eps)``. Triton needs power-of-two tiles:
 the block sizes are powers of two (>= 16) and inputs are zero-padded to them.
-The Triton lowering is requested explicitly (``pltriton.CompilerParams``;
-jax's default GPU lowering is Mosaic GPU). Run on CPU with ``interpret=True``;
-``tests/kernels/test_lce_pallas_lowering.py`` lowers the kernels to Triton
-IR on the CPU (``jax.export`` for ``'cuda'``). Costs 10 N D V flops (forward 2, each
-backward kernel recomputes the logits) in exchange for no atomics.
+Costs 10 N D V flops (forward 2, each backward kernel recomputes the logits)
+in exchange for no atomics. The Triton lowering is requested explicitly
+(``pltriton.CompilerParams``; jax's default GPU lowering is Mosaic GPU). Run
+on CPU with ``interpret=True``; ``tests/kernels/test_lce_pallas_lowering.py``
+lowers the kernels to Triton IR on the CPU (``jax.export`` for ``'cuda'``).
 
 Vocab sorting (``order`` given to the backward kernels, see
 ``_pallas_common``): vocab block ``j`` is the classes ``order[j bv:(j + 1)
