@@ -14,8 +14,11 @@ Compares, on the same inputs in one run:
   logits, dX, dW) as plain GEMMs over vocab blocks of 4096, no softmax.
 
 For each: compiled temporary memory (``jit(...).lower(...).compile()
-.memory_analysis().temp_size_in_bytes``), median wall time of ``--repeats``
-runs after one warm-up, and the ratio to the matmul lower bound. A function
+.memory_analysis().temp_size_in_bytes``), median wall time and process CPU
+time of ``--repeats`` runs after one warm-up, and the ratios to the reference
+and to the matmul lower bound. On a GPU / TPU read the wall-time columns (the
+CPU-time ones only count the host thread waiting); on a shared CPU the CPU-time
+ones. A function
 whose materialized logits exceed ``--max-logits-gb`` is compiled (memory is
 reported) but not run; ``--memory-only`` skips all timing.
 
