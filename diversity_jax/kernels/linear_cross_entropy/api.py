@@ -237,8 +237,8 @@ def linear_cross_entropy(
       residuals become the gradient buffers; they exist from this forward to
       this backward, ``V D`` f32 per pending forward when forwards run ahead
       of backwards, e.g. pipeline microbatches), and the GEMMs lose
-      efficiency when the rows per block get few (very large V). Default False (streaming forward, recomputing backward: smallest
-      memory).
+      efficiency when the rows per block get few (very large V). Default
+      False (streaming forward, recomputing backward: smallest memory).
     vocab_axis_name: explicit vocab parallelism (``xla_chunked`` only, without
       ``fused_backward``). None (default): ``w`` holds every class. A mesh
       axis name: the call must run inside ``jax.shard_map`` over that axis;

@@ -255,7 +255,7 @@ def _dx(xp, wp, bp, kp, yp, lse, a, b, g, cfg, order=None):
       out_shape=jax.ShapeDtypeStruct((cfg.vsplit, np_, dp), F32),
       interpret=cfg.interpret, compiler_params=_params(cfg),
       name="lce_bwd_dx")(xp, wp, bp, kp, yp, lse, a, b, g, *extra)
-  return parts[0] if cfg.vsplit == 1 else jnp.sum(parts, 0)
+  return jnp.sum(parts, 0)
 
 
 def _dw(xp, wp, bp, kp, yp, lse, a, b, g, cfg, order=None):
