@@ -74,9 +74,8 @@ def feature_distillation(feature_fn: Callable[[Any, jax.Array], jax.Array],
   References:
     Yang et al., "DVERGE: Diversifying Vulnerabilities for Enhanced Robust
     Generation of Ensembles", NeurIPS 2020 (arXiv 2009.14720), Sec. 3.1
-    (feature distillation; equation number unchecked: the paper body is not
-    reachable with the search tools; the procedure was checked against the
-    authors' code). Code: https://github.com/zjysteven/DVERGE
+    (feature distillation; the procedure was checked against the authors'
+    code). Code: https://github.com/zjysteven/DVERGE
     (``distillation.py``, ``Linf_distillation``).
   """
   fn = "feature_distillation"
@@ -167,9 +166,7 @@ def dverge_cross_entropy(apply_fn: Callable[[Any, jax.Array], jax.Array],
 
   References:
     Yang et al., DVERGE, NeurIPS 2020 (arXiv 2009.14720), Sec. 3.2
-    (cross-training objective; equation number unchecked: the paper body is
-    not reachable with the search tools; the objective was checked against
-    the authors' code). Code:
+    (cross-training objective; checked against the authors' code). Code:
     https://github.com/zjysteven/DVERGE (``train/train_dverge.py``).
   """
   fn = "dverge_cross_entropy"

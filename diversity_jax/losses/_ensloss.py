@@ -92,11 +92,9 @@ def ensloss(logits: jax.Array, labels: jax.Array, *, key: jax.Array,
     B. Dai, "EnsLoss: Stochastic Calibrated Loss Ensembles for Preventing
     Overfitting in Classification", ICML 2025 (PMLR 267:12001-12021;
     arXiv 2409.00908): generation of random calibrated loss-derivatives
-    through the inverse Box-Cox transform. Equation and algorithm numbers not
-    verified: the stored corpora hold only the paper's abstract. The steps
-    above follow the authors' code, which is authoritative here:
-    ``statmlben/ensLoss@fd37682: losses.py`` (``ensLoss.forward``,
-    ``BC_inv``; re-read for this docstring: sort the draws, clip at -1,
+    through the inverse Box-Cox transform. The steps above follow the
+    authors' code ``statmlben/ensLoss@fd37682: losses.py``
+    (``ensLoss.forward``, ``BC_inv``: sort the draws, clip at -1,
     assign by margin rank, divide by the margin where it exceeds 1,
     subtract ``1e-6``, loss ``mean(g * s)``).
   """

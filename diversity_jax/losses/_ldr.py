@@ -100,9 +100,7 @@ def ldr_kl(logits: jax.Array, labels: jax.Array, *, margin: float = 0.1,
     Zhu, Ying & Yang, "Label Distributionally Robust Losses for Multi-class
     Classification: Consistency, Robustness and Adaptivity", ICML 2023
     (arXiv:2112.14869; PMLR 202:43289-43325), Sec. 3, LDR-KL closed form.
-    Equation number not verified: the stored copies of the paper (ar5iv,
-    PMLR and arXiv landing pages) reach only the abstract and the start of
-    the introduction. The formula is checked against the authors' code,
+    The formula is checked against the authors' code,
     ``Optimization-AI/ICML2023_LDR@732fc85`` ``loss.py: LDRLoss_V1``
     (golden values in ``tests/golden/ldr_kl.npz``), and against a
     brute-force numpy port of the closed form with ``logit_transform=None``.
@@ -167,9 +165,8 @@ def aldr_kl(logits: jax.Array, labels: jax.Array, temperatures: jax.Array, *,
 
   References:
     Zhu, Ying & Yang, ICML 2023 (arXiv:2112.14869), Sec. 4, ALDR-KL (the
-    closed-form temperature update). Equation number not verified (paper
-    body not in the stored corpora, as for :func:`ldr_kl`); the update and
-    the loss are checked against the authors' code,
+    closed-form temperature update). The update and the loss are checked
+    against the authors' code,
     ``Optimization-AI/ICML2023_LDR@732fc85`` ``loss.py: ALDRLoss_V1``
     (golden values, two consecutive steps, in ``tests/golden/ldr_kl.npz``).
   """

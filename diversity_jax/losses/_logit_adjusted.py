@@ -65,10 +65,8 @@ def logit_adjusted_cross_entropy(logits: jax.Array, labels: jax.Array, *,
 
   References:
     Menon et al., "Long-tail learning via logit adjustment", ICLR 2021
-    (arXiv:2007.07314), the logit-adjusted softmax cross-entropy. Section
-    and equation number not verified: the stored copies of the paper (its
-    arXiv LaTeX in the SPIQA data set, an ICLR 2021 text dump, a Scribd
-    copy) reach only the introduction. The loss and the default
+    (arXiv:2007.07314), the logit-adjusted softmax cross-entropy. The loss
+    and the default
     ``tau = 1`` are checked against the authors' code,
     ``google-research/google-research: logit_adjustment/utils.py``
     (``build_loss_fn``: ``logits + log(base_probs**tau + 1e-12)`` then
@@ -121,11 +119,9 @@ def mdcs_diversity_loss(expert_logits: jax.Array, labels: jax.Array, *,
 
   References:
     Zhao et al., "MDCS: More Diverse Experts with Consistency Self-distillation
-    for Long-tailed Recognition", ICCV 2023, the diversity loss. Equation
-    number not verified: the stored corpora hold only the paper's abstract.
-    Code (authoritative for the strengths ``(-0.5, 1, 2.5)`` and the
-    ``log(n^lambda + 1e-9)`` form, re-read for this docstring)
-    ``fistyee/MDCS@1a1d54e: model/loss.py`` (``MDCSLoss.forward``: plain
+    for Long-tailed Recognition", ICCV 2023, the diversity loss. Checked
+    against the authors' code (the strengths ``(-0.5, 1, 2.5)`` and the
+    ``log(n^lambda + 1e-9)`` form) ``fistyee/MDCS@1a1d54e: model/loss.py`` (``MDCSLoss.forward``: plain
     CE of each adjusted expert, summed over the three experts).
   """
   fn = "mdcs_diversity_loss"
