@@ -101,8 +101,9 @@ def gradient_norm_penalty(lam: float = 0.08, *, method: str = "exact",
     squared: penalize ``||g||^2`` instead of ``||g||``.
 
   Returns:
-    ``optax.GradientTransformationExtraArgs`` needing ``loss_fn`` and
-    ``batch``; state :class:`GradientNormPenaltyState`.
+    ``optax.GradientTransformationExtraArgs`` needing ``loss_fn`` (the
+    scalar loss or ``(loss, aux)``; ``aux`` is not used) and ``batch`` (any
+    pytree); state :class:`GradientNormPenaltyState`.
 
   Example:
     >>> import optax
