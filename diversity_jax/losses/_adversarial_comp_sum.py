@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 from diversity_jax.losses._comp_sum import _comp_sum_from_log_prob
 from diversity_jax.losses._comp_sum import _target_log_prob
@@ -133,6 +134,7 @@ def smooth_adversarial_comp_sum(
   checks.check_rank(logits, 2, "apply_fn(inputs)", fn)
   checks.check_logits_and_labels(logits, labels, fn,
                                  logits_name="apply_fn(inputs)")
+  labels, invalid = label_range.sanitize(labels, logits.shape[-1])
   axes = tuple(range(1, inputs.ndim))
 
   clean = jax.lax.stop_gradient(logits)
@@ -169,4 +171,4 @@ def smooth_adversarial_comp_sum(
   reg = numerics.safe_norm(_difference_shift(logits_adv, logits, labels),
                            axis=-1)
   base = _comp_sum_from_log_prob(_target_log_prob(logits, labels), tau)
-  return numerics.apply_where(base + nu * reg, where)
+  return numerics.apply_where(base + nu * reg, where, invalid)

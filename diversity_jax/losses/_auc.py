@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 
 
@@ -70,6 +71,7 @@ def mw_auc_loss(scores: jax.Array, labels: jax.Array, *, pair_mask=None,
                       f"{jnp.result_type(pair_mask)}")
     checks.check_shape(pair_mask, (n, n), "pair_mask", fn)
   checks.check_where(where, (n,), fn)
+  labels, invalid = label_range.sanitize(labels, 2)
   scores = numerics.promote_to_f32(scores)
   keep = jnp.ones((n,), bool) if where is None else jnp.broadcast_to(where,
                                                                       (n,))
@@ -79,4 +81,5 @@ def mw_auc_loss(scores: jax.Array, labels: jax.Array, *, pair_mask=None,
   if pair_mask is not None:
     pairs = pairs & pair_mask
   diff = scores[None, :] - scores[:, None]  # s_j - s_i: negative minus positive
-  return numerics.masked_mean(jax.nn.softplus(diff), pairs)
+  return label_range.nan_where_invalid(
+      numerics.masked_mean(jax.nn.softplus(diff), pairs), invalid, where)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 
 BIAS_LOSS_NORMALIZATIONS = ("global", "local")
@@ -99,15 +100,16 @@ def bias_loss(logits: jax.Array, labels: jax.Array, features: jax.Array,
                       "normalization", fn)
   checks.check_where(where, (batch,), fn)
 
+  labels, invalid = label_range.sanitize(labels, jnp.shape(logits)[-1])
   logits, features = numerics.promote_to_f32(logits, features)
-  features = jax.lax.stop_gradient(features).reshape(batch, -1)
+  features = jax.lax.stop_gradient(features).reshape(batch, per_example)
   features = features.astype(jnp.float32)
   variance = jnp.var(features, axis=1, ddof=1)
   keep = (jnp.ones((batch,), bool) if where is None
           else jnp.broadcast_to(where, (batch,)))
   any_kept = jnp.any(keep)
-  vmin = jnp.min(jnp.where(keep, variance, jnp.inf))
-  vmax = jnp.max(jnp.where(keep, variance, -jnp.inf))
+  vmin = jnp.min(jnp.where(keep, variance, jnp.inf), initial=jnp.inf)
+  vmax = jnp.max(jnp.where(keep, variance, -jnp.inf), initial=-jnp.inf)
   span = jnp.where(any_kept, vmax - vmin, 0.0)
   old_min = (jnp.asarray(jnp.inf, jnp.float32) if global_min is None
              else jnp.asarray(global_min, jnp.float32))
@@ -119,5 +121,5 @@ def bias_loss(logits: jax.Array, labels: jax.Array, features: jax.Array,
 
   ce = (jax.nn.logsumexp(logits, axis=-1)
         - jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0])
-  loss = numerics.apply_where(weights * ce, where)
+  loss = numerics.apply_where(weights * ce, where, invalid)
   return loss, jax.lax.stop_gradient(new_min)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 
 # For tau < 1 the loss grows like exp((1 - tau) * gap); beyond this exponent it
@@ -96,9 +97,10 @@ def comp_sum(logits: jax.Array, labels: jax.Array, *, tau: float = 1.0,
   checks.check_logits_and_labels(logits, labels, fn)
   checks.check_nonnegative(tau, "tau", fn)
   checks.check_where(where, jnp.shape(labels), fn)
+  labels, invalid = label_range.sanitize(labels, jnp.shape(logits)[-1])
   logits = numerics.promote_to_f32(logits)
   loss = _comp_sum_from_log_prob(_target_log_prob(logits, labels), tau)
-  return numerics.apply_where(loss, where)
+  return numerics.apply_where(loss, where, invalid)
 
 
 def generalized_cross_entropy(logits: jax.Array, labels: jax.Array, *,
@@ -140,9 +142,10 @@ def generalized_cross_entropy(logits: jax.Array, labels: jax.Array, *,
   checks.check_scalar_in_range(q, "q", fn, low=0.0, high=1.0,
                                low_inclusive=False)
   checks.check_where(where, jnp.shape(labels), fn)
+  labels, invalid = label_range.sanitize(labels, jnp.shape(logits)[-1])
   logits = numerics.promote_to_f32(logits)
   loss = _comp_sum_from_log_prob(_target_log_prob(logits, labels), 1.0 + q)
-  return numerics.apply_where(loss, where)
+  return numerics.apply_where(loss, where, invalid)
 
 
 def mean_absolute_error(logits: jax.Array, labels: jax.Array, *,
@@ -179,7 +182,8 @@ def mean_absolute_error(logits: jax.Array, labels: jax.Array, *,
   fn = "mean_absolute_error"
   checks.check_logits_and_labels(logits, labels, fn)
   checks.check_where(where, jnp.shape(labels), fn)
+  labels, invalid = label_range.sanitize(labels, jnp.shape(logits)[-1])
   logits = numerics.promote_to_f32(logits)
   # 1 - p_y = -expm1(log p_y): accurate when p_y is close to 1.
   loss = -jnp.expm1(_target_log_prob(logits, labels))
-  return numerics.apply_where(loss, where)
+  return numerics.apply_where(loss, where, invalid)

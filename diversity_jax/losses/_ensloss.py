@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 
 
@@ -108,6 +109,7 @@ def ensloss(logits: jax.Array, labels: jax.Array, *, key: jax.Array,
   checks.check_finite_scalar(lam, "lam", fn)
   n = jnp.shape(logits)[0]
   checks.check_where(where, (n,), fn)
+  labels, invalid = label_range.sanitize(labels, 2)
   logits = numerics.promote_to_f32(logits)
   keep = (jnp.ones((n,), bool) if where is None
           else jnp.broadcast_to(where, (n,)))
@@ -126,4 +128,7 @@ def ensloss(logits: jax.Array, labels: jax.Array, *, key: jax.Array,
   g = jnp.where(s > 1.0, g / jnp.where(s > 1.0, s, 1.0), g)
   g = jax.lax.stop_gradient(g) - 1e-6
   loss = jnp.where(keep, g * margins, 0.0)
-  return numerics.apply_where(loss, where)
+  # Every derivative depends on the ranks of all kept margins, hence on every
+  # kept label and margin: one bad label or NaN margin makes all of them NaN.
+  bad = jnp.any(keep & (invalid | jnp.isnan(s)))
+  return numerics.apply_where(loss, where, jnp.broadcast_to(bad, (n,)))

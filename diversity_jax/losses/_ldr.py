@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 
 _TRANSFORMS = (None, "softplus", "l1")
@@ -108,9 +109,10 @@ def ldr_kl(logits: jax.Array, labels: jax.Array, *, margin: float = 0.1,
   fn = "ldr_kl"
   _check_common(logits, labels, margin, where, logit_transform, fn)
   checks.check_positive(temperature, "temperature", fn)
+  labels, invalid = label_range.sanitize(labels, jnp.shape(logits)[-1])
   logits = _transform_logits(numerics.promote_to_f32(logits), logit_transform)
   loss = _ldr_value(_margin_gaps(logits, labels, margin), temperature)
-  return numerics.apply_where(loss, where)
+  return numerics.apply_where(loss, where, invalid)
 
 
 def aldr_kl(logits: jax.Array, labels: jax.Array, temperatures: jax.Array, *,
@@ -177,6 +179,7 @@ def aldr_kl(logits: jax.Array, labels: jax.Array, temperatures: jax.Array, *,
   checks.check_positive(temperature, "temperature", fn)
   checks.check_scalar_in_range(alpha, "alpha", fn, low=1.0,
                                low_inclusive=False)
+  labels, invalid = label_range.sanitize(labels, jnp.shape(logits)[-1])
   logits, temps_in = numerics.promote_to_f32(logits, temperatures)
   temps_in = jnp.asarray(temps_in).astype(logits.dtype)
   f = _transform_logits(logits, logit_transform)
@@ -195,7 +198,7 @@ def aldr_kl(logits: jax.Array, labels: jax.Array, temperatures: jax.Array, *,
   new = jax.lax.stop_gradient(jnp.maximum(new, _NORM_FLOOR))
   extra = -0.5 * alpha * log_k / lam0 * jnp.square(new - lam0)
   loss = _ldr_value(_margin_gaps(f, labels, margin), new) + extra
-  loss = numerics.apply_where(loss, where)
+  loss = numerics.apply_where(loss, where, invalid)
   if where is not None:
     new = jnp.where(where, new, temps_in)
   return loss, new

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 
 
@@ -77,10 +78,11 @@ def logit_adjusted_cross_entropy(logits: jax.Array, labels: jax.Array, *,
   _check_counts(class_counts, jnp.shape(logits)[-1], fn)
   checks.check_finite_scalar(tau, "tau", fn)
   checks.check_where(where, jnp.shape(labels), fn)
+  labels, invalid = label_range.sanitize(labels, jnp.shape(logits)[-1])
   logits = numerics.promote_to_f32(logits)
   log_prior = jnp.log(jnp.asarray(class_counts, jnp.float32))
   loss = _ce(logits + tau * log_prior, labels)
-  return numerics.apply_where(loss, where)
+  return numerics.apply_where(loss, where, invalid)
 
 
 def mdcs_diversity_loss(expert_logits: jax.Array, labels: jax.Array, *,
@@ -127,6 +129,7 @@ def mdcs_diversity_loss(expert_logits: jax.Array, labels: jax.Array, *,
   fn = "mdcs_diversity_loss"
   checks.check_floating(expert_logits, "expert_logits", fn)
   checks.check_min_rank(expert_logits, 2, "expert_logits", fn)
+  checks.check_has_classes(expert_logits, "expert_logits", fn)
   checks.check_integer(labels, "labels", fn)
   checks.check_shape(labels, jnp.shape(expert_logits)[1:-1], "labels", fn)
   num_classes = jnp.shape(expert_logits)[-1]
@@ -141,6 +144,7 @@ def mdcs_diversity_loss(expert_logits: jax.Array, labels: jax.Array, *,
   for i, t in enumerate(taus):
     checks.check_finite_scalar(t, f"taus[{i}]", fn)
   checks.check_where(where, jnp.shape(labels), fn)
+  labels, invalid = label_range.sanitize(labels, num_classes)
   expert_logits = numerics.promote_to_f32(expert_logits)
   log_prior = jnp.log(jnp.asarray(class_counts, jnp.float32))
   strengths = jnp.asarray(taus, jnp.float32).reshape(
@@ -148,4 +152,4 @@ def mdcs_diversity_loss(expert_logits: jax.Array, labels: jax.Array, *,
   per_expert = _ce(expert_logits + strengths * log_prior,
                    jnp.broadcast_to(labels, expert_logits.shape[:-1]))
   loss = jnp.sum(per_expert, axis=0)
-  return numerics.apply_where(loss, where)
+  return numerics.apply_where(loss, where, invalid)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax.losses import _metric_pairs as pairs
 
 
@@ -98,6 +99,8 @@ def opis(embeddings, labels, *, far_range, num_thresholds=101, where=None):
     raise ValueError(f"{fn}: `num_thresholds` must be an int >= 2, got "
                      f"{num_thresholds!r}")
 
+  if x.shape[0] == 0:    # an empty set has no class: score 0
+    return jnp.zeros((), jnp.float32)
   x = jax.lax.stop_gradient(x)
   sim = pairs.cosine_similarity_matrix(x)
   dist = jnp.sqrt(jnp.maximum(2.0 - 2.0 * sim, 0.0))
@@ -143,4 +146,6 @@ def opis(embeddings, labels, *, far_range, num_thresholds=101, where=None):
   safe_classes = jnp.maximum(num_classes, 1e-12)
   mean_u = jnp.sum(weight * utility, axis=0) / safe_classes        # (T,)
   var_u = jnp.sum(weight * jnp.square(utility - mean_u), axis=0) / safe_classes
-  return jnp.where(num_classes > 0, jnp.mean(var_u), 0.0)
+  return label_range.nan_where_invalid(
+      jnp.where(num_classes > 0, jnp.mean(var_u), 0.0),
+      pairs.nonfinite_batch(x, where))

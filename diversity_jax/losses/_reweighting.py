@@ -82,8 +82,8 @@ def loss_reweighting(losses: jax.Array, *, strategy: str = "linupper",
   keep = (jnp.ones((n,), bool) if where is None
           else jnp.broadcast_to(where, (n,)))
   any_kept = jnp.any(keep)
-  lmax = jnp.max(jnp.where(keep, losses, -jnp.inf))
-  lmin = jnp.min(jnp.where(keep, losses, jnp.inf))
+  lmax = jnp.max(jnp.where(keep, losses, -jnp.inf), initial=-jnp.inf)
+  lmin = jnp.min(jnp.where(keep, losses, jnp.inf), initial=jnp.inf)
   lmax = jnp.where(any_kept, lmax, 0.0)
   lmin = jnp.where(any_kept, lmin, 0.0)
   span = jnp.maximum(lmax - lmin, 1e-6)

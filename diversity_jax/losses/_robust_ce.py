@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 
 
@@ -59,12 +60,13 @@ def label_smoothed_cross_entropy(logits: jax.Array, labels: jax.Array, *,
   checks.check_logits_and_labels(logits, labels, fn)
   checks.check_scalar_in_range(smoothing, "smoothing", fn, low=0.0, high=1.0)
   checks.check_where(where, jnp.shape(labels), fn)
+  labels, invalid = label_range.sanitize(labels, jnp.shape(logits)[-1])
   logits = numerics.promote_to_f32(logits)
   lse = jax.nn.logsumexp(logits, axis=-1)
   target = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
   # lse - ((1 - a) z_y + a mean(z)): one reduction pass, no log-softmax array.
   loss = lse - (1.0 - smoothing) * target - smoothing * jnp.mean(logits, -1)
-  return numerics.apply_where(loss, where)
+  return numerics.apply_where(loss, where, invalid)
 
 
 def symmetric_cross_entropy(logits: jax.Array, teacher_logits: jax.Array, *,

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 
 
@@ -69,7 +70,12 @@ def spherical_z_loss(logits: jax.Array, labels: jax.Array, *, a: float,
   checks.check_finite_scalar(b, "b", fn)
   checks.check_nonnegative(eps, "eps", fn)
   checks.check_where(where, jnp.shape(labels), fn)
+  labels, invalid = label_range.sanitize(labels, jnp.shape(logits)[-1])
   logits = numerics.promote_to_f32(logits)
+  # Shift invariance: subtracting the row max first makes a constant row
+  # exactly 0, so its mean has no rounding residual to standardize (z = 0).
+  logits = logits - jax.lax.stop_gradient(
+      jnp.max(logits, axis=-1, keepdims=True))
   mean = jnp.mean(logits, axis=-1, keepdims=True)
   centered = logits - mean
   d = logits.shape[-1]
@@ -80,7 +86,7 @@ def spherical_z_loss(logits: jax.Array, labels: jax.Array, *, a: float,
   target = jnp.take_along_axis(centered, labels[..., None], axis=-1)[..., 0]
   z = numerics.safe_divide(target, std)
   loss = jax.nn.softplus(a * (b - z)) / a
-  return numerics.apply_where(loss, where)
+  return numerics.apply_where(loss, where, invalid)
 
 
 def log_partition_penalty(logits: jax.Array, *, coeff: float = 1e-4,
