@@ -146,6 +146,8 @@ def check_hparams_used(keys: Sequence[str],
   swept ones for ``sweep``). A key that none of them reads is an error naming
   the algorithms that do read it.
   """
+  if not set(algorithm_names) <= set(algorithms.ALGORITHM_NAMES):
+    return  # validate_config names the unknown algorithm
   for key in keys:
     users = algorithms.hparam_users(key)
     if not set(users) & set(algorithm_names):

@@ -94,9 +94,8 @@ def _one_error_line(proc, code=2):
     (["--config.hparams.sam_rho=0.5"],
      "error: config.hparams.sam_rho: not used by algorithm 'erm'; it is used "
      "by ['sam']"),
-    (["--config.algorithm=hgp", "--config.hparams.hutchinson_num_probes=3"],
-     "error: config.hparams.hutchinson_num_probes: not used by algorithm "
-     "'hgp'; it is used by ['hutchinson']"),
+    (["--config.algorithm=nope", "--config.hparams.sam_rho=0.5"],
+     "error: config.algorithm: unknown algorithm 'nope'; valid choices"),
     (["--config", "configs/nope.py"],
      "error: --config=configs/nope.py: [Errno 2] No such file or directory"),
     (["--config", "configs/nope.py", "--config.num_steps=3"],
