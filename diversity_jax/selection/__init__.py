@@ -1,0 +1,26 @@
+"""Public API of `diversity_jax.selection`: one explicit import per public name.
+
+Selection. Choose a diverse (or useful and diverse) subset of items, tokens or
+examples. Every selector is pure and ``jax.jit``-able with a static number of
+picks ``k``: it returns ``k`` indices (``-1`` for an unfilled slot), never a
+data-dependent shape; :func:`selection_mask` turns them into a mask.
+
+* Greedy max-min (k-center): :func:`k_center_greedy`; DivPrune token pruning
+  with the cosine distance: :func:`divprune`.
+* Greedy on a kernel: DPP MAP by incremental Cholesky (:func:`greedy_log_det`)
+  and greedy Vendi score (:func:`greedy_vendi`).
+"""
+
+from diversity_jax.selection._common import selection_mask
+from diversity_jax.selection._greedy_kernel import greedy_log_det
+from diversity_jax.selection._greedy_kernel import greedy_vendi
+from diversity_jax.selection._max_min import divprune
+from diversity_jax.selection._max_min import k_center_greedy
+
+__all__ = [
+    "divprune",
+    "greedy_log_det",
+    "greedy_vendi",
+    "k_center_greedy",
+    "selection_mask",
+]
