@@ -9,18 +9,27 @@ data-dependent shape; :func:`selection_mask` turns them into a mask.
   with the cosine distance: :func:`divprune`.
 * Greedy on a kernel: DPP MAP by incremental Cholesky (:func:`greedy_log_det`)
   and greedy Vendi score (:func:`greedy_vendi`).
+* k-means on device, blocked over items: :func:`kmeans_plus_plus_init` and a
+  fixed number of Lloyd steps (:func:`kmeans`, returning a
+  :class:`KMeansResult`).
 """
 
 from diversity_jax.selection._common import selection_mask
 from diversity_jax.selection._greedy_kernel import greedy_log_det
 from diversity_jax.selection._greedy_kernel import greedy_vendi
+from diversity_jax.selection._kmeans import KMeansResult
+from diversity_jax.selection._kmeans import kmeans
+from diversity_jax.selection._kmeans import kmeans_plus_plus_init
 from diversity_jax.selection._max_min import divprune
 from diversity_jax.selection._max_min import k_center_greedy
 
 __all__ = [
+    "KMeansResult",
     "divprune",
     "greedy_log_det",
     "greedy_vendi",
     "k_center_greedy",
+    "kmeans",
+    "kmeans_plus_plus_init",
     "selection_mask",
 ]
