@@ -12,6 +12,8 @@ data-dependent shape; :func:`selection_mask` turns them into a mask.
 * k-means on device, blocked over items: :func:`kmeans_plus_plus_init` and a
   fixed number of Lloyd steps (:func:`kmeans`, returning a
   :class:`KMeansResult`).
+* Online batch selection by utility and diversity (UDS): :func:`uds_select`
+  with an explicit FIFO memory (:func:`uds_init_memory`, :class:`UDSMemory`).
 """
 
 from diversity_jax.selection._common import selection_mask
@@ -22,9 +24,13 @@ from diversity_jax.selection._kmeans import kmeans
 from diversity_jax.selection._kmeans import kmeans_plus_plus_init
 from diversity_jax.selection._max_min import divprune
 from diversity_jax.selection._max_min import k_center_greedy
+from diversity_jax.selection._online_batch import UDSMemory
+from diversity_jax.selection._online_batch import uds_init_memory
+from diversity_jax.selection._online_batch import uds_select
 
 __all__ = [
     "KMeansResult",
+    "UDSMemory",
     "divprune",
     "greedy_log_det",
     "greedy_vendi",
@@ -32,4 +38,6 @@ __all__ = [
     "kmeans",
     "kmeans_plus_plus_init",
     "selection_mask",
+    "uds_init_memory",
+    "uds_select",
 ]
