@@ -13,17 +13,22 @@ from diversity_jax.diversity import _vendi
 from diversity_jax.selection import _common
 
 
-def _check_kernel(kernel, fn: str) -> int:
+def _prepare(kernel, k, where, fn: str):
+  """Checks ``kernel`` (square, floating), ``k`` and ``where``; returns
+  ``(k, kept, kernel with dropped rows and columns zeroed, bad)`` where
+  ``bad`` says a kept entry is NaN or inf."""
   checks.check_floating(kernel, "kernel", fn)
   checks.check_rank(kernel, 2, "kernel", fn)
   n, m = jnp.shape(kernel)
   if n != m:
     checks._fail(fn, f"`kernel` must be square, got shape {(n, m)}")
-  return n
-
-
-def _kept(n: int, where) -> jax.Array:
-  return jnp.ones((n,), bool) if where is None else jnp.broadcast_to(where, (n,))
+  k = _common.check_k(k, n, fn)
+  checks.check_where(where, (n,), fn)
+  l = numerics.promote_to_f32(jnp.asarray(kernel))
+  kept = jnp.ones((n,), bool) if where is None else jnp.broadcast_to(where, (n,))
+  pair = kept[:, None] & kept[None, :]
+  bad = ~jnp.all(jnp.isfinite(l) | ~pair)
+  return k, kept, jnp.where(pair, l, 0.0), bad
 
 
 def greedy_log_det(kernel: jax.Array, k: int, *,
@@ -71,19 +76,15 @@ def greedy_log_det(kernel: jax.Array, k: int, *,
     https://github.com/laming-chen/fast-map-dpp (``dpp``).
   """
   fn = "greedy_log_det"
-  n = _check_kernel(kernel, fn)
-  k = _common.check_k(k, n, fn)
-  checks.check_where(where, (n,), fn)
   checks.check_positive(epsilon, "epsilon", fn)
-  l = numerics.promote_to_f32(jnp.asarray(kernel))
+  k, kept, l_safe, bad = _prepare(kernel, k, where, fn)
   if k == 0:
     return jnp.zeros((0,), jnp.int32)
-  kept = _kept(n, where)
-  l_safe = jnp.where(kept[:, None] & kept[None, :], l, 0.0)
-  neg_inf = jnp.array(-jnp.inf, l.dtype)
+  n = l_safe.shape[0]
+  neg_inf = jnp.array(-jnp.inf, l_safe.dtype)
   d2 = jnp.where(kept, jnp.diagonal(l_safe), neg_inf)
   threshold = epsilon * jnp.max(jnp.where(kept, jnp.diagonal(l_safe), 0.0))
-  c = jnp.zeros((k, n), l.dtype)
+  c = jnp.zeros((k, n), l_safe.dtype)
   indices = jnp.full((k,), -1, jnp.int32)
 
   def step(t, carry):
@@ -101,7 +102,6 @@ def greedy_log_det(kernel: jax.Array, k: int, *,
 
   _, _, indices, _ = jax.lax.fori_loop(
       0, k, step, (d2, c, indices, jnp.array(False)))
-  bad = ~jnp.all(jnp.isfinite(l) | ~(kept[:, None] & kept[None, :]))
   return _common.invalidate(indices, bad)
 
 
@@ -152,15 +152,11 @@ def greedy_vendi(kernel: jax.Array, k: int, *, q=1.0,
   """
   fn = "greedy_vendi"
   order = _vendi._canonical_order(q, fn)
-  n = _check_kernel(kernel, fn)
-  k = _common.check_k(k, n, fn)
-  checks.check_where(where, (n,), fn)
   checks.check_integer(first, "first", fn)
-  l = numerics.promote_to_f32(jnp.asarray(kernel))
+  k, kept, l_safe, bad = _prepare(kernel, k, where, fn)
   if k == 0:
     return jnp.zeros((0,), jnp.int32)
-  kept = _kept(n, where)
-  l_safe = jnp.where(kept[:, None] & kept[None, :], l, 0.0)
+  n = l_safe.shape[0]
   sym = 0.5 * (l_safe + l_safe.T)
 
   def score_with(indices, t, i):
@@ -184,5 +180,4 @@ def greedy_vendi(kernel: jax.Array, k: int, *, q=1.0,
 
   indices = jnp.full((k,), -1, jnp.int32)
   indices, _ = jax.lax.fori_loop(0, k, step, (indices, jnp.zeros((n,), bool)))
-  bad = ~jnp.all(jnp.isfinite(l) | ~(kept[:, None] & kept[None, :]))
   return _common.invalidate(indices, bad)
