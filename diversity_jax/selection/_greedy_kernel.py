@@ -25,7 +25,11 @@ def _prepare(kernel, k, where, fn: str):
   k = _common.check_k(k, n, fn)
   checks.check_where(where, (n,), fn)
   l = numerics.promote_to_f32(jnp.asarray(kernel))
-  kept = jnp.ones((n,), bool) if where is None else jnp.broadcast_to(where, (n,))
+  if where is None:  # no masked copy of the (n, n) kernel
+    # max |L| is NaN or inf exactly when an entry is (a float reduction:
+    # no (n, n) boolean temporary)
+    return k, jnp.ones((n,), bool), l, ~(jnp.max(jnp.abs(l)) < jnp.inf)
+  kept = jnp.broadcast_to(where, (n,))
   pair = kept[:, None] & kept[None, :]
   bad = ~jnp.all(jnp.isfinite(l) | ~pair)
   return k, kept, jnp.where(pair, l, 0.0), bad
