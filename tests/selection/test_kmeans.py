@@ -84,3 +84,22 @@ def test_kmeans_errors():
     selection.kmeans(x, x[:2], num_steps=1, block_size=0)
   with pytest.raises(ValueError, match="kmeans_plus_plus_init: `k`"):
     selection.kmeans_plus_plus_init(jax.random.key(0), x, 11)
+
+
+def test_kmeans_million_items_fit_in_two_gib():
+  # issue 17's budget: 10^6 items of dimension 256 (1 GiB of f32 data) with
+  # k-means++ seeding and Lloyd steps in 2 GiB (compiled, not run)
+  n, d, k = 10**6, 256, 1024
+  x = jax.ShapeDtypeStruct((n, d), jnp.float32)
+  lloyd = jax.jit(selection.kmeans, static_argnames=("num_steps", "block_size"))
+  seed = jax.jit(selection.kmeans_plus_plus_init, static_argnames="k")
+  for compiled in (
+      lloyd.lower(x, jax.ShapeDtypeStruct((k, d), jnp.float32),
+                  num_steps=10, block_size=4096).compile(),
+      seed.lower(jax.random.key(0), x, k=k).compile()):
+    mem = compiled.memory_analysis()
+    if mem is None:
+      pytest.skip("no memory analysis on this backend")
+    total = (mem.temp_size_in_bytes + mem.argument_size_in_bytes
+             + mem.output_size_in_bytes)
+    assert total < 2 * 2**30, total
