@@ -15,6 +15,14 @@ from diversity_jax._src import checks
 from diversity_jax._src import numerics
 
 
+def _softmax_and_logsumexp(logits):
+  """``(softmax(z), logsumexp(z))`` over the last axis from one exp pass."""
+  shift = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+  unnormalized = jnp.exp(logits - shift)
+  total = jnp.sum(unnormalized, axis=-1, keepdims=True)
+  return unnormalized / total, (jnp.log(total) + shift)[..., 0]
+
+
 def label_smoothed_cross_entropy(logits: jax.Array, labels: jax.Array, *,
                                  smoothing: float = 0.1,
                                  where=None) -> jax.Array:
@@ -120,10 +128,9 @@ def symmetric_cross_entropy(logits: jax.Array, teacher_logits: jax.Array, *,
   checks.check_where(where, jnp.shape(logits)[:-1], fn)
   logits, teacher_logits = numerics.promote_to_f32(logits, teacher_logits)
   # -<q, log p> = lse(z) - <q, z>, and symmetrically for the reverse term.
-  p = jax.nn.softmax(logits, axis=-1)
-  q = jax.nn.softmax(teacher_logits, axis=-1)
-  forward = jax.nn.logsumexp(logits, axis=-1) - jnp.sum(q * logits, axis=-1)
-  reverse = (jax.nn.logsumexp(teacher_logits, axis=-1)
-             - jnp.sum(p * teacher_logits, axis=-1))
+  p, lse_z = _softmax_and_logsumexp(logits)
+  q, lse_t = _softmax_and_logsumexp(teacher_logits)
+  forward = lse_z - jnp.sum(q * logits, axis=-1)
+  reverse = lse_t - jnp.sum(p * teacher_logits, axis=-1)
   loss = (1.0 - alpha) * forward + alpha * reverse
   return numerics.apply_where(loss, where)
