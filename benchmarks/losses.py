@@ -151,16 +151,21 @@ def _costs(fn, args):
 
 
 def _references(logits, labels):
-  """Single passes over the same arrays, timed like the losses.
+  """Reference rows, timed against optax CE like the losses.
 
-  They price what a loss does beyond CE: ``{name: (note, fn, args, arrays)}``
-  with ``fn`` a plain jitted function (not differentiated).
+  ``[pass]``: one elementwise pass over an array of the logits' size, which
+  prices a loss's passes beyond CE's. ``[ref]``: optax CE on the inputs of a
+  loss that reads more than the ``(B, K)`` logits. ``{name: (note, fn, args,
+  arrays)}``, ``fn`` jitted.
   """
   batch, num_classes = logits.shape
   stack = jnp.stack([logits, logits * 0.5, -logits])
   edges = jnp.broadcast_to(jnp.linspace(-1.0, 1.0, num_classes + 1),
                            (batch, num_classes + 1))
   ce = optax.softmax_cross_entropy_with_integer_labels
+  soft_targets = losses.hl_gauss_targets(
+      (labels.astype(jnp.float32) / num_classes) * 2.0 - 1.0,
+      jnp.linspace(-1.0, 1.0, num_classes + 1))
   return {
       "[pass] z + 1": ("read (B, K), write (B, K)", jax.jit(lambda z: z + 1.0),
                        (logits,), 1),
@@ -175,6 +180,11 @@ def _references(logits, labels):
           jax.jit(jax.value_and_grad(lambda x, y: jnp.mean(
               ce(x, jnp.broadcast_to(y, x.shape[:-1])).sum(0)))),
           (stack, labels), 3),
+      "[ref] optax CE, soft targets": (
+          "value+grad of optax CE against hl_gauss_loss's (B, K) targets",
+          jax.jit(jax.value_and_grad(lambda z, t: jnp.mean(
+              optax.softmax_cross_entropy(z, t)))),
+          (logits, soft_targets), 1),
   }
 
 
