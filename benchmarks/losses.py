@@ -155,7 +155,8 @@ def _references(logits, labels):
 
   ``[pass]``: one elementwise pass over an array of the logits' size, which
   prices a loss's passes beyond CE's. ``[ref]``: optax CE on the inputs of a
-  loss that reads more than the ``(B, K)`` logits. ``{name: (note, fn, args,
+  loss that reads more than the ``(B, K)`` logits, and parts of a loss
+  (one option off) that price its components. ``{name: (note, fn, args,
   arrays)}``, ``fn`` jitted.
   """
   batch, num_classes = logits.shape
@@ -180,6 +181,16 @@ def _references(logits, labels):
           jax.jit(jax.value_and_grad(lambda x, y: jnp.mean(
               ce(x, jnp.broadcast_to(y, x.shape[:-1])).sum(0)))),
           (stack, labels), 3),
+      "[ref] ldr_kl, l1 transform": (
+          "ldr_kl(logit_transform='l1'): aldr_kl's default normalization",
+          jax.jit(jax.value_and_grad(lambda z, y: jnp.mean(
+              losses.ldr_kl(z, y, logit_transform="l1")))),
+          (logits, labels), 1),
+      "[ref] aldr_kl, no transform": (
+          "aldr_kl(logit_transform=None): the temperature update alone",
+          jax.jit(jax.value_and_grad(lambda z, y, t: jnp.mean(
+              losses.aldr_kl(z, y, t, logit_transform=None)[0]))),
+          (logits, labels, jnp.ones((batch,), jnp.float32)), 1),
       "[ref] optax CE, soft targets": (
           "value+grad of optax CE against hl_gauss_loss's (B, K) targets",
           jax.jit(jax.value_and_grad(lambda z, t: jnp.mean(
