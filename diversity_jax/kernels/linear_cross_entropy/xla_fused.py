@@ -22,6 +22,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from diversity_jax._src import label_range
 from diversity_jax.kernels.linear_cross_entropy import _math
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import F32
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _block
@@ -31,13 +32,15 @@ from diversity_jax.kernels.linear_cross_entropy.xla_chunked import block_sizes
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _take
 
 
-def _fused_forward(x, w, labels, bias, k, hp, ignore_index, reduction, bt,
-                   bv):
+def _fused_forward(x, w, labels, invalid, bias, k, hp, ignore_index, reduction,
+                   bt, bv):
   """Loss and (dX, dW, db) for a unit loss cotangent, token block by token block.
 
   Each block materializes its full-vocabulary ``(bt, V)`` f32 logits once:
   lse, loss and ``G`` come from the same tile, then ``dX_i = G W`` and
   ``dW += G^T X_i`` (Liger-Kernel's chunking, Hsu et al. 2024, Sec. 3.2).
+  Rows with an ``invalid`` label get NaN in their loss and cotangent, as the
+  streaming paths' per-row loss gets in ``api.linear_cross_entropy``.
   """
   n, v = x.shape[0], w.shape[0]
   nt = _cdiv(n, bt)
@@ -66,8 +69,10 @@ def _fused_forward(x, w, labels, bias, k, hp, ignore_index, reduction, bt,
     s_y, s_w = _math.full_row_target_and_weighted_sum(s, y_blk, k,
                                                       hp.label_smoothing)
     k_y = k[sl(safe)]
-    rows = _math.row_loss(lse, s_y, s_w, k_y, v_blk, hp, k_total)
-    g = jnp.full((bt,), scale, F32)
+    bad = sl(invalid) & own_rows
+    rows = label_range.nan_where_invalid(
+        _math.row_loss(lse, s_y, s_w, k_y, v_blk, hp, k_total), bad)
+    g = label_range.nan_where_invalid(jnp.full((bt,), scale, F32), bad)
     alpha, beta, gamma = _math.grad_coefficients(g, None, lse, k_y, v_blk, hp,
                                                  k_total)
     onehot = y_blk[:, None] == cols[None, :]
@@ -109,11 +114,12 @@ def _accumulate_dw(dw, g, x_blk, bv):
   return chunk(dw, n_full * bv, tail) if tail else dw
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9))
-def _reduced(x, w, bias, class_weights, labels, hp, ignore_index, reduction,
-             bt, bv):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9, 10))
+def _reduced(x, w, bias, class_weights, labels, invalid, hp, ignore_index,
+             reduction, bt, bv):
   loss, _ = _rows(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv,
                   None, False)
+  loss = label_range.nan_where_invalid(loss, invalid)
   if reduction == "sum":
     return jnp.sum(loss)
   k = _class_weights(class_weights, w.shape[0])
@@ -122,12 +128,12 @@ def _reduced(x, w, bias, class_weights, labels, hp, ignore_index, reduction,
   return jnp.sum(loss) / jnp.where(denom > 0, denom, 1.0)
 
 
-def _reduced_fwd(x, w, bias, class_weights, labels, hp, ignore_index,
+def _reduced_fwd(x, w, bias, class_weights, labels, invalid, hp, ignore_index,
                  reduction, bt, bv):
   k = _class_weights(class_weights, w.shape[0])
   fb = max(1, min(n_fused_rows(w.shape[0]), bt, x.shape[0]))
-  loss, dx, dw, db = _fused_forward(x, w, labels, bias, k, hp, ignore_index,
-                                    reduction, fb, bv)
+  loss, dx, dw, db = _fused_forward(x, w, labels, invalid, bias, k, hp,
+                                    ignore_index, reduction, fb, bv)
   return loss, (dx, dw, db, class_weights)
 
 
@@ -137,7 +143,7 @@ def _reduced_bwd(hp, ignore_index, reduction, bt, bv, res, ct):
   dcw = None if class_weights is None else jnp.zeros_like(class_weights)
   # The f32 residuals become the gradient buffers: XLA drops a unit scale and
   # scales in place otherwise (no V x D temporary; see _accumulate_dw).
-  return dx * ct, dw * ct, None if db is None else db * ct, dcw, None
+  return dx * ct, dw * ct, None if db is None else db * ct, dcw, None, None
 
 
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
@@ -160,13 +166,15 @@ def fused_applies(x, w, bias, reduction, return_lse) -> bool:
           and w.dtype == F32 and f32(bias))
 
 
-def reduced(x, w, labels, bias, class_weights, *, hp: _math.Hyper,
+def reduced(x, w, labels, invalid, bias, class_weights, *, hp: _math.Hyper,
             ignore_index, reduction, block_tokens=None, block_vocab=None,
             **unused):
   """Scalar ``'mean'``/``'sum'`` loss whose gradients are formed in the forward
-  pass (6 N D V flops instead of 8); see ``fused_applies``."""
+  pass (6 N D V flops instead of 8); see ``fused_applies``. ``invalid`` (N,)
+  bool marks rows whose (out-of-range) label makes their loss and gradient
+  NaN (``label_range``)."""
   del unused
   n, v = x.shape[0], w.shape[0]
   bt, bv = block_sizes(n, v, block_tokens, block_vocab)
-  return _reduced(x, w, bias, class_weights, labels, hp, ignore_index,
+  return _reduced(x, w, bias, class_weights, labels, invalid, hp, ignore_index,
                   reduction, bt, bv)
