@@ -83,10 +83,7 @@ def spherical_z_loss(logits: jax.Array, labels: jax.Array, *, a: float,
   # the gradient finite (zero) for constant logits.
   std = numerics.safe_norm(centered, axis=-1, eps=d * eps) / jnp.sqrt(
       jnp.asarray(d, logits.dtype))
-  # o_y - mu from the logits: bitwise the value gathered from `centered`,
-  # without keeping `centered` as a (..., K) array for the gather.
-  target = (jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
-            - mean[..., 0])
+  target = jnp.take_along_axis(centered, labels[..., None], axis=-1)[..., 0]
   z = numerics.safe_divide(target, std)
   loss = jax.nn.softplus(a * (b - z)) / a
   return numerics.apply_where(loss, where, invalid)
