@@ -54,6 +54,9 @@ def main(argv):
                          "--config configs/rotated_mnist.py")
   workdir = _WORKDIR.value or os.path.join("runs", config.name)
   logging.info("config:\n%s", config)
+  if config.get("task", "dg") == "lm":  # language model: experiments/lm/
+    from experiments.lm import program  # pylint: disable=g-import-not-at-top
+    return program.main(config, workdir, plot=_PLOT.value)
   try:
     results = lodo.run(config, workdir)
   except (config_validation.ConfigError, FileNotFoundError, ImportError) as e:
