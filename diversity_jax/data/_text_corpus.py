@@ -147,14 +147,15 @@ def tfds_documents(name: str, split: str, role: str, *, data_dir: str,
           f"(or run `tfds build --file_format=array_record {name} "
           f"--data_dir {data_dir}`)")
     builder.download_and_prepare(file_format="array_record")
-  if split not in builder.info.splits:
-    raise ValueError(f"TFDS dataset {name!r} has no split {split!r}; its "
-                     f"splits: {sorted(builder.info.splits)}")
   feature = builder.info.features
   if text_key not in feature:
     raise ValueError(f"TFDS dataset {name!r} has no feature {text_key!r}; "
                      f"its features: {sorted(feature.keys())}")
-  source = builder.as_data_source(split=split)
+  try:
+    source = builder.as_data_source(split=split)
+  except (KeyError, ValueError) as e:
+    raise ValueError(f"TFDS dataset {name!r} has no split {split!r}; its "
+                     f"splits: {sorted(builder.info.splits)}") from e
   budget = split_budget(role, max_chars, validation_fraction)
   texts, total = [], 0
   for i in range(len(source)):

@@ -115,8 +115,8 @@ def make_sums_fn(model: DecoderLM, mesh, opts, pad_id: int, *,
                  eval_only: bool = False):
   """``sums(params, tokens) -> (loss sum, target count)`` over the whole
   batch, computed inside ``jax.shard_map`` over ``mesh`` (see module doc);
-  ``mesh=None``: the same on one device, without a map."""
-  if mesh is None:
+  ``mesh=None`` or a one-device mesh: the same without a map."""
+  if mesh is None or mesh.size == 1:
     return functools.partial(local_sums, model, opts=opts, pad_id=pad_id,
                              eval_only=eval_only)
   inner = local_model(model, mesh)
