@@ -27,7 +27,6 @@ import optax
 from diversity_jax.kernels import linear_cross_entropy
 
 LM_HEADS = ("fused", "materialized")
-IGNORE_INDEX = -100
 
 
 class HeadOptions(NamedTuple):
@@ -98,10 +97,11 @@ def loss_sum(h, w, labels, mask, *, layout: str, opts: HeadOptions,
     return jnp.sum(materialized_loss(h, w, labels, mask, layout=layout,
                                      opts=opts,
                                      vocab_axis_name=vocab_axis_name))
-  w_vd = w if layout == "vd" else w.T
+  # The mask is the per-token loss weight; a (D, V) Dense kernel is read in
+  # its own layout (no transposed copy).
   return linear_cross_entropy(
-      h, w_vd.astype(h.dtype), jnp.where(mask, labels, IGNORE_INDEX),
-      ignore_index=IGNORE_INDEX, label_smoothing=opts.label_smoothing,
+      h, w.astype(h.dtype), labels, weights=mask.astype(jnp.float32),
+      weight_layout=layout, label_smoothing=opts.label_smoothing,
       log_partition_penalty=opts.z_loss, softcap=opts.softcap,
       reduction="sum", filter_eps=opts.filter_eps,
       implementation=opts.implementation,
