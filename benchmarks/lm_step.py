@@ -89,16 +89,36 @@ def _footprint(compiled) -> int:
 
 
 def largest_batch(fn, state, seq_len, vocab, budget, probe=(4, 8)):
-  """Largest batch whose footprint fits ``budget`` bytes (0 if none)."""
-  fp = lambda b: _footprint(_compile(fn, state, _tokens(b, seq_len, vocab)))
-  (b1, b2), (f1, f2) = probe, (fp(probe[0]), fp(probe[1]))
-  slope = max((f2 - f1) / (b2 - b1), 1.0)
-  guess = max(0, int((budget - f1) // slope) + b1)
-  while guess > 0 and fp(guess) > budget:
-    guess -= max(1, guess // 32)
-  while fp(guess + 1) <= budget:
-    guess += 1
-  return guess
+  """Largest batch whose footprint fits ``budget`` bytes (0 if none).
+
+  The footprint is affine in the batch: two probes give the line, its root
+  is the first guess, confirmed by compiling it and one more sequence, else
+  corrected by a bisection between a fitting and a non-fitting batch (each
+  step one compilation).
+  """
+  cache = {}
+
+  def fits(b):
+    if b not in cache:
+      compiled = _compile(fn, state, _tokens(b, seq_len, vocab))
+      cache[b] = _footprint(compiled) <= budget
+    return cache[b] if b > 0 else True
+
+  f1, f2 = (_footprint(_compile(fn, state, _tokens(b, seq_len, vocab)))
+            for b in probe)
+  slope = max((f2 - f1) / (probe[1] - probe[0]), 1.0)
+  guess = max(1, int((budget - f1) // slope) + probe[0])
+  if fits(guess) and not fits(guess + 1):   # the usual case: 2 compilations
+    return guess
+  lo, hi = (guess, 2 * guess) if fits(guess) else (guess // 2, guess)
+  while not fits(lo):
+    lo, hi = lo // 2, lo
+  while fits(hi):
+    lo, hi = hi, 2 * hi
+  while hi - lo > 1:
+    mid = (lo + hi) // 2
+    lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+  return lo
 
 
 def _time_alternately(runs, repeats):

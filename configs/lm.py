@@ -9,7 +9,7 @@ Command::
       --config.mesh.model=4     # needs 8 devices (e.g. XLA_FLAGS=
                                 # --xla_force_host_platform_device_count=8)
 
-A decoder-only transformer (4 pre-norm blocks of width 256, rotary
+A decoder-only transformer (4 pre-norm blocks of width 128, rotary
 positions, tied embeddings) trained on the stdlib's ``*.py`` files
 (``diversity_jax.data.load_text('stdlib')``: ~10.7 M characters, a byte-level
 BPE of ``vocab_size`` tokens trained on the train split, cached with the
@@ -46,7 +46,7 @@ def get_config(arg=None):
   c.seq_len = 128
 
   c.model = ml_collections.ConfigDict()
-  c.model.dim = 256
+  c.model.dim = 128
   c.model.depth = 4
   c.model.heads = 4
   c.model.mlp_ratio = 4
@@ -70,15 +70,15 @@ def get_config(arg=None):
 
   c.optimizer = "adamw"
   c.learning_rate = 3e-3
-  c.warmup_steps = 100
+  c.warmup_steps = 50
   c.weight_decay = 0.1
   c.grad_clip = 1.0
-  c.batch_size = 32              # sequences per step (global)
-  c.num_steps = 1500
-  c.eval_every = 500
+  c.batch_size = 16              # sequences per step (global)
+  c.num_steps = 600
+  c.eval_every = 200
   c.eval_batch_size = 64
   c.log_every = 50
-  c.checkpoint_every = 500
+  c.checkpoint_every = 200
   c.keep_checkpoints = 3
   c.seed = 0
   c.progress_bar = True
