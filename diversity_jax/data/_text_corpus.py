@@ -133,20 +133,8 @@ def tfds_documents(name: str, split: str, role: str, *, data_dir: str,
   ``max_chars`` cuts the corpus as in ``stdlib_documents`` (``role``'s share
   ``split_budget(role, max_chars, validation_fraction)``).
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  try:
-    builder = tfds.builder(name, data_dir=data_dir)
-  except Exception as e:  # pylint: disable=broad-except  # TFDS raises several types
-    raise ValueError(f"'tfds:{name}' is not a TFDS dataset "
-                     f"({type(e).__name__}: {str(e).splitlines()[0]})") from e
-  if not builder.is_prepared():
-    if not download:
-      raise FileNotFoundError(
-          f"TFDS dataset {name!r} is not prepared in data_dir {data_dir!r}, "
-          "and nothing is downloaded by default; pass --config.download=True "
-          f"(or run `tfds build --file_format=array_record {name} "
-          f"--data_dir {data_dir}`)")
-    builder.download_and_prepare(file_format="array_record")
+  from diversity_jax.data import _tfds_real  # pylint: disable=g-import-not-at-top
+  builder = _tfds_real.prepared_builder(name, data_dir, download, "load_text")
   feature = builder.info.features
   if text_key not in feature:
     raise ValueError(f"TFDS dataset {name!r} has no feature {text_key!r}; "

@@ -42,12 +42,19 @@ from experiments.models.transformer import DecoderLM
 def load_dataset(config):
   """The tokenized corpus of ``config`` (built on first use)."""
   from diversity_jax import data  # pylint: disable=g-import-not-at-top
-  return data.load_text(
-      config.dataset, vocab_size=config.vocab_size, seq_len=config.seq_len,
-      data_dir=config.data_dir or None, max_chars=config.max_chars,
-      validation_fraction=config.validation_fraction,
-      text_key=config.text_key, train_split=config.train_split,
-      validation_split=config.validation_split, download=config.download)
+  try:
+    return data.load_text(
+        config.dataset, vocab_size=config.vocab_size, seq_len=config.seq_len,
+        data_dir=config.data_dir or None, max_chars=config.max_chars,
+        validation_fraction=config.validation_fraction,
+        text_key=config.text_key, train_split=config.train_split,
+        validation_split=config.validation_split, download=config.download)
+  except ValueError as e:   # a TFDS corpus without that feature or split
+    message = str(e)
+    field = ("text_key" if "no feature" in message else
+             "train_split" if f"no split {config.train_split!r}" in message
+             else "validation_split" if "no split" in message else "dataset")
+    raise config_validation.ConfigError(f"config.{field}: {message}") from None
 
 
 def make_model(config) -> DecoderLM:
