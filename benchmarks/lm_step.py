@@ -203,8 +203,8 @@ def main(argv=None):
       for (name, _), temp, (wall, cpu), b in zip(heads, temps, times,
                                                  batches):
         print(f"| {v} | {dname} | {name} | {temp / 2**20:,.1f} MiB | "
-              f"{temp / ref_temp:.3f} | {wall:.2f} | {wall / ref_wall:.2f} | "
-              f"{cpu:.2f} | {cpu / ref_cpu:.2f} | {b} |", flush=True)
+              f"{temp / ref_temp:.3f} | {wall:.3g} | {wall / ref_wall:.2f} | "
+              f"{cpu:.3g} | {cpu / ref_cpu:.2f} | {b} |", flush=True)
 
 
 if __name__ == "__main__":

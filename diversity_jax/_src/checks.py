@@ -7,7 +7,8 @@ Each error names the offending argument, so a user sees e.g.
 
 Value checks on array *contents* (for example out-of-range labels) only run when
 the array is concrete (not a tracer); inside ``jit`` they are skipped, because a
-host sync inside a step is never acceptable.
+host sync inside a step is never acceptable (traced out-of-range labels give
+NaN instead, see ``label_range``).
 """
 
 from __future__ import annotations
@@ -71,10 +72,21 @@ def check_same_shape(a, b, name_a: str, name_b: str, fn: str) -> None:
           f"{jnp.shape(a)} and {jnp.shape(b)}")
 
 
+def check_has_classes(x, name: str, fn: str) -> None:
+  """Raises ValueError when the class (last) axis of ``x`` is empty."""
+  if jnp.shape(x)[-1] < 1:
+    _fail(fn, f"`{name}` must have at least one class (last axis), got shape "
+          f"{jnp.shape(x)}")
+
+
 def check_label_range(labels, num_classes: int, fn: str,
                       name: str = "labels",
                       ignore_index: Optional[int] = None) -> None:
-  """Raises ValueError for labels outside [0, num_classes) when concrete."""
+  """Raises ValueError for labels outside [0, num_classes) when concrete.
+
+  Traced labels are not checked here: see ``label_range`` for their
+  behaviour (NaN for the examples with an out-of-range label).
+  """
   if not is_concrete(labels):
     return
   values = np.asarray(labels)
@@ -91,6 +103,7 @@ def check_logits_and_labels(logits, labels, fn: str, *,
   """Checks ``logits`` (..., K) floating and integer ``labels`` of shape (...)."""
   check_floating(logits, logits_name, fn)
   check_min_rank(logits, 1, logits_name, fn)
+  check_has_classes(logits, logits_name, fn)
   check_integer(labels, labels_name, fn)
   check_shape(labels, jnp.shape(logits)[:-1], labels_name, fn)
   check_label_range(labels, jnp.shape(logits)[-1], fn, labels_name)

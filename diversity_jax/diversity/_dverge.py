@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 
 
@@ -74,9 +75,8 @@ def feature_distillation(feature_fn: Callable[[Any, jax.Array], jax.Array],
   References:
     Yang et al., "DVERGE: Diversifying Vulnerabilities for Enhanced Robust
     Generation of Ensembles", NeurIPS 2020 (arXiv 2009.14720), Sec. 3.1
-    (feature distillation; equation number unchecked: the paper body is not
-    reachable with the search tools; the procedure was checked against the
-    authors' code). Code: https://github.com/zjysteven/DVERGE
+    (feature distillation; the procedure was checked against the authors'
+    code). Code: https://github.com/zjysteven/DVERGE
     (``distillation.py``, ``Linf_distillation``).
   """
   fn = "feature_distillation"
@@ -167,9 +167,7 @@ def dverge_cross_entropy(apply_fn: Callable[[Any, jax.Array], jax.Array],
 
   References:
     Yang et al., DVERGE, NeurIPS 2020 (arXiv 2009.14720), Sec. 3.2
-    (cross-training objective; equation number unchecked: the paper body is
-    not reachable with the search tools; the objective was checked against
-    the authors' code). Code:
+    (cross-training objective; checked against the authors' code). Code:
     https://github.com/zjysteven/DVERGE (``train/train_dverge.py``).
   """
   fn = "dverge_cross_entropy"
@@ -201,10 +199,12 @@ def dverge_cross_entropy(apply_fn: Callable[[Any, jax.Array], jax.Array],
       checks._fail(fn, f"`apply_fn` must return (B, K) logits, got shape "
                    f"{logits.shape[1:]}")
     checks.check_label_range(labels, logits.shape[-1], fn)
+    safe, invalid = label_range.sanitize(labels, logits.shape[-1])
     log_p = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.take_along_axis(
-        log_p, jnp.broadcast_to(labels[None, :, None], (m, b, 1)).astype(
+    ce = -jnp.take_along_axis(
+        log_p, jnp.broadcast_to(safe[None, :, None], (m, b, 1)).astype(
             jnp.int32), axis=-1)[..., 0]                      # (M_j, B)
+    return label_range.nan_where_invalid(ce, invalid, where)
 
   ce = jax.vmap(member_loss)(stacked_params)                  # (M_i, M_j, B)
   off = (1.0 - jnp.eye(m, dtype=ce.dtype))[:, :, None]

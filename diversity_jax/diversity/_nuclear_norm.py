@@ -51,9 +51,8 @@ def matrix_nuclear_norm(hidden_states: jax.Array, *,
   References:
     Li, Xia, Chang & Wu, "Large Language Model Evaluation via Matrix
     Nuclear-Norm", 2024 (arXiv 2410.10672), Sec. 3 (the L_{1,2}-norm
-    approximation of the nuclear norm; equation number unchecked: the paper
-    body is not reachable with the search tools; the steps were checked
-    against the authors' code: centre, row-normalize, top-``D`` column
+    approximation of the nuclear norm; the steps were checked against the
+    authors' code: centre, row-normalize, top-``D`` column
     norms, divide by the token count). Code:
     https://github.com/MLGroupJLU/MatrixNuclearNorm (``code/MNN.py``).
   """

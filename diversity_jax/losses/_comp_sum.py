@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 
 # For tau < 1 the loss grows like exp((1 - tau) * gap); beyond this exponent it
@@ -86,11 +87,9 @@ def comp_sum(logits: jax.Array, labels: jax.Array, *, tau: float = 1.0,
   References:
     Mao, Mohri & Zhong, "Cross-Entropy Loss Functions: Theoretical Analysis
     and Applications", ICML 2023 (arXiv:2304.07288), Sec. 2: definition of
-    comp-sum losses :math:`\Phi^\tau` and its members. Equation number not
-    verified: the stored corpora hold only the paper's abstract (arXiv abs /
-    HTML, ar5iv, OpenReview ``NfCA622s8O`` and mirrors), and there is no
-    official code. The formula is the one the abstract's members require
-    and is tested against optax CE (``tau=1``), the ``GCELoss`` of
+    comp-sum losses :math:`\Phi^\tau` and its members (CE at ``tau = 1``,
+    GCE at ``tau = 1 + q``, MAE at ``tau = 2``). The formula is tested
+    against optax CE (``tau=1``), the ``GCELoss`` of
     ``Optimization-AI/ICML2023_LDR@732fc85`` (``tau=1+q``, golden values)
     and a brute-force :math:`\Phi^\tau(\sum_{y' \ne y} e^{h_{y'} - h_y})`.
   """
@@ -98,9 +97,10 @@ def comp_sum(logits: jax.Array, labels: jax.Array, *, tau: float = 1.0,
   checks.check_logits_and_labels(logits, labels, fn)
   checks.check_nonnegative(tau, "tau", fn)
   checks.check_where(where, jnp.shape(labels), fn)
+  labels, invalid = label_range.sanitize(labels, jnp.shape(logits)[-1])
   logits = numerics.promote_to_f32(logits)
   loss = _comp_sum_from_log_prob(_target_log_prob(logits, labels), tau)
-  return numerics.apply_where(loss, where)
+  return numerics.apply_where(loss, where, invalid)
 
 
 def generalized_cross_entropy(logits: jax.Array, labels: jax.Array, *,
@@ -142,9 +142,10 @@ def generalized_cross_entropy(logits: jax.Array, labels: jax.Array, *,
   checks.check_scalar_in_range(q, "q", fn, low=0.0, high=1.0,
                                low_inclusive=False)
   checks.check_where(where, jnp.shape(labels), fn)
+  labels, invalid = label_range.sanitize(labels, jnp.shape(logits)[-1])
   logits = numerics.promote_to_f32(logits)
   loss = _comp_sum_from_log_prob(_target_log_prob(logits, labels), 1.0 + q)
-  return numerics.apply_where(loss, where)
+  return numerics.apply_where(loss, where, invalid)
 
 
 def mean_absolute_error(logits: jax.Array, labels: jax.Array, *,
@@ -175,13 +176,14 @@ def mean_absolute_error(logits: jax.Array, labels: jax.Array, *,
   References:
     Mao, Mohri & Zhong, ICML 2023 (arXiv:2304.07288), Sec. 2 with
     :math:`\tau = 2`; Ghosh, Kumar & Sastry, "Robust Loss Functions under
-    Label Noise for Deep Neural Networks", AAAI 2017, Sec. 3 (MAE; equation
-    number not verified, see :func:`comp_sum`).
+    Label Noise for Deep Neural Networks", AAAI 2017, Sec. 3 (MAE); tested
+    as :func:`comp_sum` is.
   """
   fn = "mean_absolute_error"
   checks.check_logits_and_labels(logits, labels, fn)
   checks.check_where(where, jnp.shape(labels), fn)
+  labels, invalid = label_range.sanitize(labels, jnp.shape(logits)[-1])
   logits = numerics.promote_to_f32(logits)
   # 1 - p_y = -expm1(log p_y): accurate when p_y is close to 1.
   loss = -jnp.expm1(_target_log_prob(logits, labels))
-  return numerics.apply_where(loss, where)
+  return numerics.apply_where(loss, where, invalid)

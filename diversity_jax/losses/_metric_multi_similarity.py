@@ -77,10 +77,13 @@ def multi_similarity_loss(embeddings, labels, *, alpha=2.0, beta=50.0,
   pos, neg = pairs.pair_masks(labels, where)
   if mine:
     s = jax.lax.stop_gradient(sim)
-    min_pos = jnp.min(jnp.where(pos, s, jnp.inf), axis=1, keepdims=True)
-    max_neg = jnp.max(jnp.where(neg, s, -jnp.inf), axis=1, keepdims=True)
+    min_pos = jnp.min(jnp.where(pos, s, jnp.inf), axis=1, keepdims=True,
+                      initial=jnp.inf)
+    max_neg = jnp.max(jnp.where(neg, s, -jnp.inf), axis=1, keepdims=True,
+                      initial=-jnp.inf)
     pos = pos & (s - epsilon < max_neg)
     neg = neg & (s + epsilon > min_pos)
   pos_loss = pairs.masked_logsumexp_add_one(alpha * (base - sim), pos) / alpha
   neg_loss = pairs.masked_logsumexp_add_one(beta * (sim - base), neg) / beta
-  return numerics.apply_where(pos_loss + neg_loss, where)
+  return numerics.apply_where(pos_loss + neg_loss, where,
+                              pairs.nonfinite_batch(x, where))

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 from diversity_jax.losses import _metric_pairs as pairs
 
@@ -15,6 +16,7 @@ def validate_class_weights(weights, num_features: int, fn: str):
   checks.check_floating(weights, "weights", fn)
   checks.check_rank(weights, 2, "weights", fn)
   checks.check_shape(weights, (num_features, None), "weights", fn)
+  checks.check_has_classes(weights, "weights", fn)
   return numerics.promote_to_f32(weights).astype(jnp.float32)
 
 
@@ -70,8 +72,9 @@ def normalized_softmax_loss(embeddings, labels, weights, *, temperature=0.05,
   w = validate_class_weights(weights, x.shape[1], fn)
   checks.check_label_range(labels, w.shape[1], fn)
   checks.check_positive(temperature, "temperature", fn)
+  labels, invalid = label_range.sanitize(labels, w.shape[1])
   logits = class_cosines(x, w) / temperature
   log_probs = jax.nn.log_softmax(logits, axis=-1)
   one_hot = jax.nn.one_hot(labels, w.shape[1], dtype=log_probs.dtype)
   loss = -jnp.sum(one_hot * log_probs, axis=-1)
-  return numerics.apply_where(loss, where)
+  return numerics.apply_where(loss, where, invalid)

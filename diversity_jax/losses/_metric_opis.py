@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax.losses import _metric_pairs as pairs
 
 
@@ -45,29 +46,18 @@ def opis(embeddings, labels, *, far_range, num_thresholds=101, where=None):
   (no positive pair) are left out; 0 when no class qualifies or there is no
   negative pair.
 
-  Provenance (what is and is not checked against the paper). The body of
-  arXiv:2307.04047 (Sec. 3, the OPIS and epsilon-OPIS definitions, their
-  equation numbers and any default calibration range) is not reachable with
-  the project's search tools: the stored arXiv HTML, openreview, alphaxiv,
-  sciencestack, liner and scholar pages only hold the title page and abstract,
-  and no stored code computes OPIS faithfully (no repository of the authors is
-  stored; pytorch-metric-learning ships the TCM loss only). What the available
-  text confirms: OPIS is "a variance-based metric" that "quantifies the
-  variance in the operating characteristics across classes" (abstract, v2),
-  measured in a target calibration range (abstract, v1), and a reviewer of the
-  ICLR 2024 submission describes it as "the variance of utility score derived
-  from the F-score". The harmonic mean of TPR and TNR (the F1-form), the range
-  set by a false-accept-rate interval of the negative pairs and the class mean
-  :math:`\bar U` with equal class weights are therefore this library's
-  reading, not a transcription of the paper's equations; an independent public
-  re-implementation note (an OPIS pre-registration that cites the paper) uses
-  the same three choices. Consequently ``far_range`` has no default (none
-  could be verified) and the paper's epsilon-OPIS (a variant whose existence
-  the ICLR reviews confirm; the project notes recall it as a comparison of the
-  worst and best ``epsilon`` fraction of classes) is not provided: its
-  definition could not be checked. OPIS is piecewise
-  constant in the embeddings: its gradient is 0 almost everywhere (evaluation
-  only).
+  Source and choices. The paper defines OPIS as "a variance-based metric"
+  that "quantifies the variance in the operating characteristics across
+  classes" within a target calibration range (arXiv:2307.04047, abstract);
+  the ICLR 2024 review describes it as "the variance of utility score derived
+  from the F-score". Three choices made here are this function's, not a
+  transcription of the paper's equations: the utility is the harmonic mean of
+  TPR and TNR (the F1 form), the calibration range is set by a
+  false-accept-rate interval of the negative pairs, and :math:`\bar U` weighs
+  classes equally. ``far_range`` therefore has no default (pick the range of
+  your deployment), and the paper's epsilon-OPIS variant is not provided.
+  OPIS is piecewise constant in the embeddings: its gradient is 0 almost
+  everywhere (evaluation only).
 
   Memory: O(B^2) (row-sorted distances and searchsorted, no (B, B, T) tensor).
 
@@ -93,8 +83,9 @@ def opis(embeddings, labels, *, far_range, num_thresholds=101, where=None):
   References:
     Zhang, Xu, Tang, Fang, Wu, Tighe, Xing, "Threshold-Consistent Margin Loss
     for Open-World Deep Metric Learning", ICLR 2024 (arXiv:2307.04047), Sec. 3
-    (OPIS definition; equation number not checked: the paper body is not
-    reachable with the search tools, see Provenance above).
+    (OPIS; see "Source and choices" above). Checked by
+    ``tests/losses/test_metric_opis.py`` against a brute-force NumPy
+    statement of the definition above.
   """
   fn = "opis"
   x, labels, where = pairs.validate_batch(embeddings, labels, where, fn)
@@ -108,6 +99,8 @@ def opis(embeddings, labels, *, far_range, num_thresholds=101, where=None):
     raise ValueError(f"{fn}: `num_thresholds` must be an int >= 2, got "
                      f"{num_thresholds!r}")
 
+  if x.shape[0] == 0:    # an empty set has no class: score 0
+    return jnp.zeros((), jnp.float32)
   x = jax.lax.stop_gradient(x)
   sim = pairs.cosine_similarity_matrix(x)
   dist = jnp.sqrt(jnp.maximum(2.0 - 2.0 * sim, 0.0))
@@ -153,4 +146,6 @@ def opis(embeddings, labels, *, far_range, num_thresholds=101, where=None):
   safe_classes = jnp.maximum(num_classes, 1e-12)
   mean_u = jnp.sum(weight * utility, axis=0) / safe_classes        # (T,)
   var_u = jnp.sum(weight * jnp.square(utility - mean_u), axis=0) / safe_classes
-  return jnp.where(num_classes > 0, jnp.mean(var_u), 0.0)
+  return label_range.nan_where_invalid(
+      jnp.where(num_classes > 0, jnp.mean(var_u), 0.0),
+      pairs.nonfinite_batch(x, where))

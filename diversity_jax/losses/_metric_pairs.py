@@ -13,6 +13,10 @@ few ``4096**2`` float buffers, never ``4096**2 * D``.
   ``where``-dropped example excluded).
 * ``masked_logsumexp_add_one``: ``log(1 + sum_{k in mask} exp(x_k))`` per row,
   0 for a row with no kept entry (pml ``logsumexp(..., add_one=True)``).
+* ``nonfinite_batch``: NaN in, NaN out for outputs that depend on every kept
+  embedding (masks and miners would otherwise drop the NaN pairs silently).
+
+Labels are identities: only their equality matters, any integer is valid.
 """
 
 from __future__ import annotations
@@ -88,7 +92,8 @@ def masked_logsumexp_add_one(x: jax.Array, mask: jax.Array, axis: int = -1):
   Stable for any finite ``x`` and with zero gradient for masked entries.
   """
   x_safe = jnp.where(mask, x, 0.0)
-  m = jnp.max(jnp.where(mask, x_safe, -jnp.inf), axis=axis, keepdims=True)
+  m = jnp.max(jnp.where(mask, x_safe, -jnp.inf), axis=axis, keepdims=True,
+              initial=-jnp.inf)
   m = jax.lax.stop_gradient(jnp.maximum(m, 0.0))  # the appended 0 logit
   total = jnp.sum(jnp.where(mask, jnp.exp(x_safe - m), 0.0), axis=axis,
                   keepdims=True) + jnp.exp(-m)
@@ -103,7 +108,8 @@ def masked_logsumexp(x: jax.Array, mask: jax.Array, axis=None):
   decides what an empty set means.
   """
   x_safe = jnp.where(mask, x, 0.0)
-  m = jnp.max(jnp.where(mask, x_safe, -jnp.inf), axis=axis, keepdims=True)
+  m = jnp.max(jnp.where(mask, x_safe, -jnp.inf), axis=axis, keepdims=True,
+              initial=-jnp.inf)
   any_kept = jnp.any(mask, axis=axis, keepdims=True)
   m = jax.lax.stop_gradient(jnp.where(any_kept, m, 0.0))
   total = jnp.sum(jnp.where(mask, jnp.exp(x_safe - m), 0.0), axis=axis,
@@ -117,3 +123,17 @@ def masked_logsumexp(x: jax.Array, mask: jax.Array, axis=None):
 def masked_pair_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean of ``values`` over ``mask`` (all axes); 0 when the mask is empty."""
   return numerics.masked_mean(values, mask)
+
+
+def nonfinite_batch(x: jax.Array, where=None) -> jax.Array:
+  """(B,) bool, all True when a kept row of ``x`` (B, D) holds a NaN or inf.
+
+  For outputs that depend on every kept embedding (pair losses, batch
+  metrics): pass it as ``invalid`` to ``numerics.apply_where`` (per anchor)
+  or to ``label_range.nan_where_invalid`` (batch scalar), so a NaN embedding
+  gives NaN instead of being dropped by a pair mask or a miner's comparison.
+  """
+  bad_rows = ~jnp.all(jnp.isfinite(x), axis=-1)
+  if where is not None:
+    bad_rows = bad_rows & where
+  return jnp.broadcast_to(jnp.any(bad_rows), bad_rows.shape)

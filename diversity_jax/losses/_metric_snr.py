@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 from diversity_jax.losses import _metric_pairs as pairs
 
@@ -134,4 +135,5 @@ def snr_contrastive_loss(embeddings, labels, *, pos_margin=0.0, neg_margin=1.0,
   neg_loss = jax.nn.relu(neg_margin - dist)
   pos_term = pairs.masked_pair_mean(pos_loss, pos & (pos_loss > 0))
   neg_term = pairs.masked_pair_mean(neg_loss, neg & (neg_loss > 0))
-  return pos_term + neg_term
+  return label_range.nan_where_invalid(pos_term + neg_term,
+                                      pairs.nonfinite_batch(x, where))

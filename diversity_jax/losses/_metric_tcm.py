@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax.losses import _metric_pairs as pairs
 
 
@@ -64,4 +65,6 @@ def threshold_consistent_margin_loss(embeddings, labels, *, lambda_plus=1.0,
   hard_neg = neg & (sim >= margin_minus)
   pos_term = pairs.masked_pair_mean(margin_plus - sim, hard_pos)
   neg_term = pairs.masked_pair_mean(sim - margin_minus, hard_neg)
-  return lambda_plus * pos_term + lambda_minus * neg_term
+  return label_range.nan_where_invalid(
+      lambda_plus * pos_term + lambda_minus * neg_term,
+      pairs.nonfinite_batch(x, where))

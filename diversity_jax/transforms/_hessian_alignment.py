@@ -51,9 +51,10 @@ def hutchinson_diagonal(f, params, key, num_probes: int):
     Hutchinson, A stochastic estimator of the trace of the influence matrix,
     1990; Bekas, Kokiopoulou and Saad, `An estimator for the diagonal of a
     matrix <https://doi.org/10.1016/j.apnum.2007.01.003>`_, Applied
-    Numerical Mathematics 2007, Eq. 2 (the diagonal estimator; number not
-    re-read here); Hemati et al. 2023, Eq. 14 (authors'
-    ``Hutchinson.calc_hessian_diag``: Rademacher ``z``, mean of ``z * Hz``).
+    Numerical Mathematics 2007, Eq. 2 (the diagonal estimator); Hemati et
+    al. 2023, Eq. 14 (authors' ``Hutchinson.calc_hessian_diag``: Rademacher
+    ``z``, mean of ``z * Hz``). ``tests/transforms/test_exactness.py``
+    checks the estimate against the explicit Hessian's diagonal.
   """
   leaves, treedef = jax.tree_util.tree_flatten(params)
   keys = jax.random.split(key, len(leaves))
@@ -113,9 +114,11 @@ def hessian_alignment(method: str = "hgp", *, head,
   features). The update is ``grads + grad penalty``.
 
   Domain protocol: every ``batch`` leaf has a leading domain axis ``E``; the
-  per-domain risk is ``R_e = loss_fn(params, batch_e)[0]`` computed with
-  ``jax.vmap(lambda b: loss_fn(params, b))(batch)`` (so ``loss_fn`` must also
-  accept one domain's ``(B, ...)`` batch). ``grads`` must be the gradient of
+  per-domain risk ``R_e`` is the loss ``loss_fn(params, batch_e)`` returns
+  (alone or as the first element of ``(loss, aux)``; ``aux`` is not used),
+  computed with ``jax.vmap(lambda b: loss_fn(params, b))(batch)`` (so
+  ``loss_fn`` must also accept one domain's ``(B, ...)`` batch; ``batch``
+  is any pytree). ``grads`` must be the gradient of
   ``mean_e R_e`` (what a ``loss_fn`` averaging equal-size domains gives).
 
   Cost: per domain one head gradient + one HVP (HGP) or ``num_probes`` HVPs
@@ -148,16 +151,17 @@ def hessian_alignment(method: str = "hgp", *, head,
   References:
     Hemati, Zhang, Estiri and Chen, `Understanding Hessian Alignment for
     Domain Generalization <https://arxiv.org/abs/2308.11778>`_, ICCV 2023,
-    Eq. 12 (HGP) and Eq. 14 (Hutchinson). The equation numbers are those of
-    the arXiv version and could not be re-read here (the stored copies hold
-    only the abstract); the penalty was checked line by line against the
-    authors' code (huawei-noah/Federated-Learning,
+    Eq. 12 (HGP) and Eq. 14 (Hutchinson), numbered as in arXiv:2308.11778.
+    The penalty was checked line by line against the authors' code
+    (huawei-noah/Federated-Learning,
     ``HessianAlignment/domainbed/algorithms.py``, classes ``HGP`` and
     ``Hutchinson``: ``||g|| * grad ||g||`` for ``H g``, detached domain means,
     ``sum_e (alpha ||A_e - A_bar||^2 + beta ||g_e - g_bar||^2) / E``, head =
     the ``classifier`` parameters, ``calc_hessian_diag(repeat=300)``) and
     its ``hparams_registry.py`` defaults (HGP ``penalty_alpha 1e-4``,
-    Hutchinson ``penalty_alpha 1e-3``, both ``penalty_beta 5e-3``).
+    Hutchinson ``penalty_alpha 1e-3``, both ``penalty_beta 5e-3``), and
+    by ``tests/transforms/test_exactness.py`` (HGP against explicit
+    Hessians, Hutchinson against the explicit diagonal).
   """
   fn = "hessian_alignment"
   checks.check_choice(method, ("hgp", "hutchinson"), "method", fn)
@@ -205,12 +209,12 @@ def hessian_alignment(method: str = "hgp", *, head,
       if method == "hgp":
         def hg(b, v):
           _, out = hessian_vector_product(lambda h: risk(h, b), h0,
-                                          _common.cast_like(v, h0))
+                                          optax.tree.cast_like(v, h0))
           return _common.f32(out)
         a_e = jax.vmap(hg)(batch, g_e)
         g_bar_c = g_bar
         _, a_bar = hessian_vector_product(risk_bar, h0,
-                                          _common.cast_like(g_bar_c, h0))
+                                          optax.tree.cast_like(g_bar_c, h0))
         a_bar = jax.lax.stop_gradient(_common.f32(a_bar))
       else:
         keys = jax.random.split(key, num_domains + 1)
@@ -232,9 +236,9 @@ def hessian_alignment(method: str = "hgp", *, head,
 
     (total, (hp, gp)), pgrad = jax.value_and_grad(penalty_fn, has_aux=True)(
         params)
-    out = _common.tree_axpy(1.0, pgrad, updates)
+    out = optax.tree.add(_common.f32(updates), _common.f32(pgrad))
     new_state = HessianAlignmentState(penalty=total, hessian_penalty=hp,
                                       grad_penalty=gp)
-    return _common.cast_like(out, updates), new_state
+    return optax.tree.cast_like(out, updates), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

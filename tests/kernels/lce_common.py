@@ -8,6 +8,8 @@
 * ``evaluate``: loss, lse and the VJP of (x, w, bias) for random cotangents,
   everything under ``jax.jit``.
 * ``assert_close_scaled``: bf16 tolerances scaled by sqrt(reduction length).
+* ``bad_inputs`` / ``assert_bad_rows``: NaN in, NaN out and out-of-range
+  labels under jit, the behaviour every implementation must share.
 """
 
 from __future__ import annotations
@@ -191,3 +193,50 @@ def has_platform(platform: str) -> bool:
 def bf16_tolerance(reduction_length: int, scale: float) -> float:
   """Absolute tolerance ~ bf16 eps * sqrt(K) * magnitude."""
   return 2.0 ** -8 * np.sqrt(reduction_length) * scale
+
+
+# Rows of ``bad_inputs``: 0 holds a NaN in x, 1 and 2 out-of-range labels
+# (V + 3 and -1: no wrap-around), 3 is ignored (not bad).
+BAD_ROWS = (0, 1, 2)
+
+
+def bad_inputs(n, d, v, *, seed=0, batch=None):
+  """``make_inputs`` with ``BAD_ROWS`` made bad, and the "clean" labels and
+  ``x`` a brute force of the other rows can use (bad rows ignored, x row 0
+  zeroed): ``(x, w, labels, bias, cw, x_clean, labels_clean)``."""
+  x, w, y, bias, cw = make_inputs(n, d, v, seed=seed, ignore_frac=0.0)
+  y = np.asarray(y).copy()
+  y[1], y[2], y[3] = v + 3, -1, IGNORE
+  clean = y.copy()
+  clean[list(BAD_ROWS)] = IGNORE
+  x_clean = np.asarray(x).copy()
+  x_clean[0] = 0.0
+  x_bad = np.asarray(x).copy()
+  x_bad[0, 0] = np.nan
+  shape = (n,) if batch is None else batch
+  cast = lambda a, dt: jnp.asarray(a, dt).reshape(shape + a.shape[1:])
+  return (cast(x_bad, x.dtype), w, cast(y, jnp.int32), bias, cw,
+          cast(x_clean, x.dtype), cast(clean, jnp.int32))
+
+
+def assert_bad_rows(got, want_clean, rtol, atol):
+  """``got`` = ``evaluate(..., reduction='none')`` on ``bad_inputs``;
+  ``want_clean`` the same on its clean arrays (a brute force). The bad rows'
+  loss and ``dX`` rows are NaN, ``dW`` / ``db`` all NaN (they sum over
+  rows: no filter may skip a NaN), every other row as the brute force."""
+  loss, lse, dx, dw, db = (None if a is None else np.asarray(a, np.float64)
+                           for a in got)
+  w_loss, w_lse, w_dx = (np.asarray(a, np.float64) for a in want_clean[:3])
+  bad = np.zeros(loss.size, bool)
+  bad[list(BAD_ROWS)] = True
+  loss, lse, w_loss, w_lse = (a.reshape(-1) for a in (loss, lse, w_loss, w_lse))
+  dx, w_dx = dx.reshape(bad.size, -1), w_dx.reshape(bad.size, -1)
+  assert np.all(np.isnan(loss[bad])), loss
+  np.testing.assert_allclose(loss[~bad], w_loss[~bad], rtol=rtol, atol=atol)
+  assert np.isnan(lse[0])                      # lse needs no label
+  np.testing.assert_allclose(lse[1:], w_lse[1:], rtol=rtol, atol=atol)
+  assert np.all(np.isnan(dx[bad])), "finite dX row of a bad row"
+  np.testing.assert_allclose(dx[~bad], w_dx[~bad], rtol=rtol, atol=atol)
+  for name, g in (("dw", dw), ("db", db)):
+    assert g is None or np.all(np.isnan(g)), f"{name} not all NaN"
+

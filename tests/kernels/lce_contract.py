@@ -129,3 +129,21 @@ class LceContract:
     np.testing.assert_array_equal(np.asarray(dx), 0.0)
     np.testing.assert_array_equal(np.asarray(dw), 0.0)
     self.compare(x, w, y, filter_eps="auto")
+
+  def test_nan_input_and_out_of_range_labels(self):
+    # Under jit: a NaN in x or a label outside [0, V) (other than
+    # ignore_index) gives NaN in that row's loss and dX row and in dW / db;
+    # the other rows match the brute force of the clean rows.
+    x, w, y, bias, _, x_c, y_c = C.bad_inputs(10, 4, 20, seed=13)
+    kw = dict(bias=bias, reduction="none")
+    got = self.run(x, w, y, **kw)
+    C.assert_bad_rows(got, C.numpy_evaluate(x_c, w, y_c, **kw),
+                      rtol=self.F32_TOL, atol=self.F32_TOL)
+    # A filter bound of 2 skips every tile without a NaN coefficient: the
+    # NaN still reaches dX and every block of dW / db; the mean is NaN.
+    loss, _, dx, dw, db = self.run(x, w, y, bias=bias, filter_eps=2.0,
+                                   lse_cotangent=False)
+    assert np.isnan(loss)
+    assert np.all(np.isnan(np.asarray(dx)[list(C.BAD_ROWS)]))
+    assert np.all(np.isnan(np.asarray(dw))) and np.all(np.isnan(db))
+

@@ -100,3 +100,14 @@ def test_reference_forward_matches_numpy_extreme_logits():
   assert np.abs(want_lse).max() > 1e3
   np.testing.assert_allclose(loss, want_loss, rtol=1e-5, atol=1e-2)
   np.testing.assert_allclose(lse, want_lse, rtol=1e-6, atol=1e-2)
+
+
+def test_reference_nan_input_and_out_of_range_labels():
+  # The behaviour of lce_contract's test of the same name, for the
+  # materialized path (plain autodiff, no filter): a (2, 5) batch.
+  x, w, y, bias, _, x_c, y_c = C.bad_inputs(10, 4, 20, seed=13, batch=(2, 5))
+  kw = dict(bias=bias, reduction="none")
+  got = C.evaluate(x, w, y, implementation="reference", **kw)
+  C.assert_bad_rows(got, C.numpy_evaluate(x_c, w, y_c, **kw), rtol=2e-5,
+                    atol=2e-5)
+  assert np.isnan(C.evaluate(x, w, y, implementation="reference")[0])

@@ -221,3 +221,13 @@ def test_w_must_be_a_varying_shard(w_spec, check_vma):
       check_vma=check_vma)
   with pytest.raises(ValueError, match="`w` must vary over `vocab_axis_name`"):
     jax.jit(f)(x, w, y)
+
+
+def test_nan_input_and_out_of_range_labels():
+  # lce_contract's behaviour for the vocab-parallel path: a global label
+  # outside [0, V) is held by no shard and must still give NaN.
+  x, w, y, bias, _, x_c, y_c = C.bad_inputs(10, 4, 20, seed=13)
+  kw = dict(reduction="none", block_vocab=2)
+  got = vp_evaluate(x, w, y, bias=bias, **kw)
+  C.assert_bad_rows(got, C.numpy_evaluate(x_c, w, y_c, bias=bias, **kw),
+                    rtol=2e-5, atol=2e-5)

@@ -166,3 +166,27 @@ def test_default_block_sizes_per_backend(monkeypatch):
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   assert xla_chunked.block_sizes(8192, 256000) == (2048, 4096)
   assert xla_chunked.block_sizes(8192, 256000, None, 1024) == (2048, 1024)
+
+
+def test_fused_backward_nan_input_and_out_of_range_labels():
+  """``fused_backward=True`` (gradients in the forward pass) agrees with the
+  reference on NaN rows: the same NaN pattern in loss, dX, dW and db (the
+  bad rows' cotangents are NaN before the forward forms the gradients),
+  the same finite values elsewhere."""
+  x, w, y, bias, _, _, _ = C.bad_inputs(10, 4, 20, seed=13)
+
+  @jax.jit
+  def grads(x, w, bias, y):
+    def run(**kw):
+      f = lambda x, w, b: linear_cross_entropy(x, w, y, bias=b, **kw)
+      loss, vjp = jax.vjp(f, x, w, bias)
+      return (loss,) + vjp(jnp.float32(2.0))
+    return (run(fused_backward=True, block_tokens=4, block_vocab=8),
+            run(implementation="reference"))
+
+  for got, want, name in zip(*grads(x, w, bias, y), ("loss", "dx", "dw", "db")):
+    got, want = np.asarray(got), np.asarray(want)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=name)
+    np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)],
+                               rtol=2e-5, atol=2e-5, err_msg=name)
+  assert np.all(np.isnan(np.asarray(got)))        # db sums over every row

@@ -36,6 +36,18 @@ class LossSpec:
     check_grads_kwargs: overrides for ``jax.test_util.check_grads`` (eps, atol, rtol).
     min_batch: smallest batch for which the loss is defined (1 for per-example).
     skip_reason: why a generic check is skipped for this loss (documented, rare).
+    labels: how the loss reads its integer arguments (every spec with one
+      must say): ``"classes"`` (the first of ``label_args`` indexes classes
+      ``[0, K)``: an out-of-range value raises when concrete and gives NaN
+      for that example under jit) or ``"identities"`` (only equality
+      matters: any integer, negative or huge, is valid).
+    label_args: positions of the integer label arguments in ``make_args``
+      (identities are relabelled together).
+    nan_scope: ``"example"``: a NaN in one example's input makes that
+      example's output NaN and leaves the others unchanged; ``"batch"``:
+      every output depends on every example (ranks, normalizations,
+      pairs), so all of them become NaN. A batch-level (``per_example=False``)
+      output is a single NaN either way.
   """
 
   name: str
@@ -48,6 +60,9 @@ class LossSpec:
   check_grads_kwargs: dict = dataclasses.field(default_factory=dict)
   min_batch: int = 1
   skip_reason: str = ""
+  labels: Optional[str] = None
+  label_args: tuple = (1,)
+  nan_scope: str = "example"
 
   def __call__(self, fn, *args, **kwargs):
     kwargs = {**self.kwargs, **kwargs}

@@ -55,16 +55,19 @@ def _call_adv(fn, inputs, labels, key, **kwargs):
 
 SPECS = [
     # tau < 1 exercises the exponential branch (and its overflow guard).
-    LossSpec("comp_sum", _logits_labels, kwargs=dict(tau=0.5)),
-    LossSpec("generalized_cross_entropy", _logits_labels, kwargs=dict(q=0.7)),
-    LossSpec("mean_absolute_error", _logits_labels),
+    LossSpec("comp_sum", _logits_labels, kwargs=dict(tau=0.5), labels="classes"),
+    LossSpec("generalized_cross_entropy", _logits_labels, kwargs=dict(q=0.7),
+             labels="classes"),
+    LossSpec("mean_absolute_error", _logits_labels, labels="classes"),
     LossSpec("smooth_adversarial_comp_sum", _adv_args, call=_call_adv,
-             kwargs=dict(tau=1.0, nu=1.0, radius=0.1, steps=3)),
-    LossSpec("spherical_z_loss", _logits_labels, kwargs=dict(a=2.0, b=1.0)),
+             kwargs=dict(tau=1.0, nu=1.0, radius=0.1, steps=3),
+             labels="classes"),
+    LossSpec("spherical_z_loss", _logits_labels, kwargs=dict(a=2.0, b=1.0),
+             labels="classes"),
     LossSpec("log_partition_penalty", _logits_only, kwargs=dict(coeff=1e-2)),
     LossSpec("ldr_kl", _logits_labels,
              kwargs=dict(margin=0.1, temperature=1.0,
-                         logit_transform="softplus")),
+                         logit_transform="softplus"), labels="classes"),
     # The new temperatures are stop-gradient functions of the logits (as in
     # the reference); a large alpha pins them to [lambda0 (1 - 1e-4),
     # lambda0] so that finite differences agree with the (documented)
@@ -72,7 +75,8 @@ SPECS = [
     # against finite differences with the temperatures held fixed.
     LossSpec("aldr_kl", _aldr_args, call=_call_aldr,
              kwargs=dict(margin=0.1, temperature=1.0, alpha=1e4,
-                         logit_transform="l1")),
+                         logit_transform="l1"), labels="classes"),
     LossSpec("anyloss", _binary, per_example=False,
-             kwargs=dict(metric="g_mean", amplification=10.0)),
+             kwargs=dict(metric="g_mean", amplification=10.0),
+             labels="classes"),
 ]

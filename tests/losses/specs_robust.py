@@ -91,23 +91,26 @@ _BATCH_COUPLED = dict(supports_where=False)
 
 SPECS = [
     LossSpec("label_smoothed_cross_entropy", _logits_labels,
-             kwargs=dict(smoothing=0.1)),
+             kwargs=dict(smoothing=0.1), labels="classes"),
     LossSpec("symmetric_cross_entropy", _two_logits, kwargs=dict(alpha=0.5)),
     LossSpec("logit_adjusted_cross_entropy", _logits_labels,
-             kwargs=dict(class_counts=COUNTS, tau=1.0)),
+             kwargs=dict(class_counts=COUNTS, tau=1.0), labels="classes"),
     LossSpec("mdcs_diversity_loss", _experts,
-             kwargs=dict(class_counts=COUNTS), call=_call_mdcs),
+             kwargs=dict(class_counts=COUNTS), call=_call_mdcs,
+             labels="classes"),
     LossSpec("hl_gauss_loss", _hl_args, kwargs=dict(support=SUPPORT)),
     LossSpec("hl_gauss_prediction", _bins_logits,
              kwargs=dict(support=SUPPORT), supports_where=False),
     LossSpec("hl_gauss_targets", _values, call=_call_targets,
              supports_where=False),
-    LossSpec("mw_auc_loss", _binary, per_example=False, min_batch=2),
+    LossSpec("mw_auc_loss", _binary, per_example=False, min_batch=2,
+             labels="classes"),
     LossSpec("loss_reweighting", _losses,
              kwargs=dict(strategy="quadratic", temperature=1.0),
-             **_BATCH_COUPLED),
+             nan_scope="batch", **_BATCH_COUPLED),
     LossSpec("ensloss", _binary,
              kwargs=dict(key=jax.random.key(0), lam=0.0), **_BATCH_COUPLED,
+             labels="classes", nan_scope="batch",
              skip_reason=(
                  "finite differences: the EnsLoss output is a surrogate "
                  "sg(g(s)) * s whose gradient is the sampled derivative g, "
@@ -116,5 +119,5 @@ SPECS = [
                  "gradient is checked against a numpy port of the reference "
                  "algorithm in test_ensloss.py")),
     LossSpec("bias_loss", _bias_args, kwargs=dict(normalization="global"),
-             call=_call_bias, **_BATCH_COUPLED),
+             call=_call_bias, labels="classes", **_BATCH_COUPLED),
 ]

@@ -182,3 +182,120 @@ def test_smallest_batch(name):
   out, value, grad = run(args[0])
   assert out.shape == _out_shape(spec, batch)
   assert _finite(value) and _finite(grad), name
+
+
+def _is_int(a):
+  return (hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.integer))
+
+
+def _nan_at_first_entry(x):
+  return x.at[(0,) * x.ndim].set(jnp.nan)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_nan_in_gives_nan_out(name):
+  """One NaN entry in example 0 of the float input: NaN out, never a
+  plausible number. ``nan_scope='example'``: only example 0 is NaN and the
+  others keep their values; ``'batch'`` (and batch-level outputs): NaN."""
+  spec, fn = SPECS[name], _fn(name)
+  args = _args(spec, B)
+  rest = args[1:]
+  clean, out = jax.jit(lambda z: (spec(fn, z, *rest),
+                                  spec(fn, _nan_at_first_entry(z), *rest)))(
+                                      args[0])
+  clean, out = np.asarray(clean), np.asarray(out)
+  if not spec.per_example or spec.nan_scope == "batch":
+    assert np.all(np.isnan(out)), (name, out)
+    return
+  assert np.isnan(out[0]), (name, out)
+  np.testing.assert_array_equal(out[1:], clean[1:], err_msg=name)
+
+
+def test_every_labelled_spec_declares_its_labels():
+  for spec in ALL_SPECS:
+    ints = [i for i, a in enumerate(_args(spec, B)) if _is_int(a)]
+    if ints:
+      assert spec.labels in ("classes", "identities"), spec.name
+      assert tuple(ints) == spec.label_args, (spec.name, ints)
+    else:
+      assert spec.labels is None, spec.name
+
+
+def _bad_labels(args, spec):
+  """Example 0 gets label -1 and example 1 a label far above any K."""
+  i = spec.label_args[0]
+  y = args[i].at[0].set(-1).at[1].set(10**6)
+  return args[:i] + (y,) + args[i + 1:]
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n, s in SPECS.items() if s.labels == "classes"))
+def test_out_of_range_class_labels(name):
+  """Under jit an out-of-range label gives NaN for that example (value and
+  gradient), the other examples unchanged; dropped by ``where`` it is
+  ignored; with concrete labels it raises, naming ``labels``."""
+  spec, fn = SPECS[name], _fn(name)
+  args = _args(spec, B)
+  bad = _bad_labels(args, spec)
+  keep = jnp.arange(B) >= 2
+
+  def total(z, a, **kw):
+    return jnp.sum(spec(fn, z, *a[1:], **kw))
+
+  @jax.jit
+  def run(args, bad):
+    out = {"clean": spec(fn, *args), "bad": spec(fn, *bad),
+           "masked": spec(fn, *bad, where=keep),
+           "clean_masked": spec(fn, *args, where=keep)}
+    out["g_clean"] = jax.grad(total)(args[0], args)
+    out["g_bad"] = jax.grad(total)(bad[0], bad)
+    out["g_masked"] = jax.grad(lambda z: total(z, bad, where=keep))(bad[0])
+    return out
+
+  r = jax.tree_util.tree_map(np.asarray, run(args, bad))
+  np.testing.assert_allclose(r["masked"], r["clean_masked"], rtol=1e-6,
+                             atol=1e-7, err_msg=f"{name}: masked bad labels")
+  assert _finite(r["g_masked"]), name
+  if not spec.per_example or spec.nan_scope == "batch":
+    assert np.all(np.isnan(r["bad"])), (name, r["bad"])
+  else:
+    assert np.all(np.isnan(r["bad"][:2])), (name, r["bad"])
+    np.testing.assert_array_equal(r["bad"][2:], r["clean"][2:], err_msg=name)
+    g = r["g_bad"].reshape(B, -1)
+    assert np.all(np.isnan(g[:2])), f"{name}: finite gradient of a bad label"
+    np.testing.assert_allclose(g[2:], r["g_clean"].reshape(B, -1)[2:],
+                               rtol=1e-6, atol=1e-7, err_msg=name)
+  with pytest.raises(ValueError, match="`labels`"):
+    spec(fn, *bad)
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n, s in SPECS.items() if s.labels == "identities"))
+def test_identity_labels_accept_any_integer(name):
+  """Only label equality matters: an injective relabelling to negative and
+  large ids (of every label argument together) gives the same output."""
+  spec, fn = SPECS[name], _fn(name)
+  args = _args(spec, B)
+  moved = tuple(1000 * a - 7 if i in spec.label_args else a
+                for i, a in enumerate(args))
+  out, relabelled = jax.jit(lambda a, b: (spec(fn, *a), spec(fn, *b)))(
+      args, moved)
+  np.testing.assert_allclose(relabelled, out, rtol=1e-6, atol=1e-7,
+                             err_msg=name)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_empty_batch(name):
+  """A batch of 0 examples gives a defined value (an empty per-example
+  output, 0 for a batch-level one) or an error naming the argument."""
+  spec, fn = SPECS[name], _fn(name)
+  args = _args(spec, 0)
+  try:
+    out = jax.jit(lambda *a: spec(fn, *a))(*args)
+  except ValueError as e:
+    assert "`" in str(e), (name, str(e))
+    return
+  if spec.per_example:
+    assert out.shape == (0,), (name, out.shape)
+  else:
+    assert out.shape == () and float(out) == 0.0, (name, out)

@@ -129,3 +129,7 @@ def test_bad_inputs(fn):
     j(labels[:, None], labels)
   with pytest.raises(ValueError, match="`labels` must lie in"):  # eager only
     fn(logits, labels + 10)
+  # No class at all: an error about the logits, not "must lie in [0, 0)".
+  with pytest.raises(ValueError,
+                     match="`logits` must have at least one class"):
+    j(logits[:, :0], labels)

@@ -79,6 +79,34 @@ def test_multi_similarity_without_mining_uses_single_kind_of_pair():
   np.testing.assert_allclose(out, ref, rtol=1e-5)
 
 
+# ------------------------------------------------------------ NaN in, NaN out
+@pytest.mark.parametrize("name", PAIRWISE + ["unpg_loss", "opis"])
+def test_nan_embedding_makes_every_output_nan_unless_dropped(name):
+  # Every anchor pairs with the NaN example (the miner's and the masks'
+  # comparisons used to drop those pairs silently: finite values out).
+  fn = getattr(losses, name)
+  x = _x(b=6).at[2, 3].set(jnp.nan)
+  y = jnp.array([0, 0, 1, 1, 2, 2], jnp.int32)
+  kw = dict(far_range=(0.05, 0.5)) if name == "opis" else {}
+  extra = (_w(c=3),) if name == "unpg_loss" else ()
+  keep = np.arange(6) != 2
+
+  @jax.jit
+  def run(e, m):
+    return fn(e, y, *extra, **kw), fn(e, y, *extra, where=m, **kw)
+
+  out, masked = run(x, keep)
+  assert np.all(np.isnan(np.asarray(out))), (name, out)
+  # Dropped by `where`, the NaN example leaves the batch: the kept subset.
+  sub = jax.jit(lambda e, l: fn(e, l, *extra, **kw))(x[keep], y[keep])
+  masked = np.asarray(masked)
+  if masked.ndim:
+    np.testing.assert_allclose(masked[keep], sub, rtol=1e-5, atol=1e-6)
+    assert masked[2] == 0
+  else:
+    np.testing.assert_allclose(masked, sub, rtol=1e-5, atol=1e-6)
+
+
 # ----------------------------------------------------------------- where
 def _drop_case(name):
   x = _x(3, b=10)

@@ -66,6 +66,24 @@ def test_spherical_z_loss_shift_scale_invariant_and_constant_logits():
   assert np.all(np.isfinite(g))
 
 
+@pytest.mark.parametrize("value", [0.1, 1e3])
+@pytest.mark.parametrize("d", [3, 7, 8])
+def test_spherical_z_loss_constant_nonzero_logits_give_z_zero(d, value):
+  # f32 rounding of the row mean used to leave a residual identical in every
+  # entry, which standardization blew up to z = +-1 (a=1, b=0, 0.1, D=8:
+  # 1.3133 with eps=0 instead of log 2).
+  const = jnp.full((2, d), value, jnp.float32)
+  y = jnp.array([0, d - 1])
+  for eps in (0.0, 1e-6):
+    f = jax.jit(lambda x: losses.spherical_z_loss(x, y, a=1.0, b=0.0, eps=eps))
+    np.testing.assert_allclose(f(const), np.log(2.0), rtol=1e-6)
+    # Shift invariance: the gradient of the all-zero row (0 for eps = 0,
+    # (e_y - 1/D) / sqrt(eps) scaled for eps > 0).
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(f(x))))
+    np.testing.assert_allclose(grad(const), grad(jnp.zeros_like(const)),
+                               rtol=1e-5)
+
+
 def test_log_partition_penalty_matches_numpy():
   o, _ = _data()
   lse = np.log(np.exp(o.astype(np.float64)).sum(-1))

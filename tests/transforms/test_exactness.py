@@ -67,6 +67,104 @@ def test_sam_zero_gradient_is_finite_and_zero_rho_is_identity():
   _close(u, jax.grad(loss)(w))
 
 
+def _authors_asam_perturbation(params, grads, rho, eta):
+  """SamsungLabs/ASAM ``ASAM.ascent_step`` restated in NumPy: T_w = |w| + eta
+  on parameters named like a weight (here ``'w'``), T = 1 on biases; every
+  parameter moves by ``rho * T * (T g) / ||T g||``."""
+  names, tg, t = [], {}, {}
+  for module in params:
+    for name in params[module]:
+      w = np.asarray(params[module][name], np.float64)
+      g = np.asarray(grads[module][name], np.float64)
+      t[module, name] = np.abs(w) + eta if name == "w" else np.ones_like(w)
+      tg[module, name] = t[module, name] * g
+      names.append((module, name))
+  norm = np.sqrt(sum(np.sum(tg[k] ** 2) for k in names))
+  return {m: {n: np.asarray(params[m][n], np.float64)
+              + rho * t[m, n] * tg[m, n] / norm for n in params[m]}
+          for m in params}
+
+
+@pytest.mark.parametrize("mask", ["weights", "callable", "pytree"])
+def test_asam_weights_mask_matches_authors_rule(mask):
+  params, batch, _, _, _ = _setup()
+  rho, eta = 0.5, 0.01
+  selection = {m: {"w": True, "b": False} for m in params}
+  adaptive_mask = {"weights": "weights", "pytree": selection,
+                   "callable": lambda p: selection}[mask]
+  u, state = _apply(transforms.sam(rho, adaptive=True, eta=eta,
+                                   adaptive_mask=adaptive_mask), params, batch)
+  loss = lambda p: tl.ce_loss_fn(p, batch)[0]
+  grads = jax.grad(loss)(params)
+  adv = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32),
+                               _authors_asam_perturbation(params, grads, rho,
+                                                          eta))
+  _close(u, ravel_pytree(jax.grad(loss)(adv))[0])
+  np.testing.assert_allclose(float(state.sharpness),
+                             float(loss(adv) - loss(params)), rtol=1e-4,
+                             atol=1e-6)
+  # Biases are what tell the masks apart: T_w on every leaf differs.
+  u_all, _ = _apply(transforms.sam(rho, adaptive=True, eta=eta), params,
+                    batch)
+  assert not np.allclose(tl.flat(u), tl.flat(u_all), rtol=1e-4, atol=1e-5)
+
+
+def test_asam_weights_mask_names():
+  """'weights' leaves out Flax/Equinox 'bias' and Haiku 'b' leaves only."""
+  rng = np.random.default_rng(0)
+  normal = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)
+  params = {"Dense_0": {"kernel": normal(2, 3), "bias": normal(3)},
+            "BatchNorm_0": {"scale": normal(3), "bias": normal(3)},
+            "linear": {"w": normal(3, 2), "b": normal(2)},
+            "Embed_0": {"embedding": normal(2, 2)}}
+  expected = {"Dense_0": {"kernel": True, "bias": False},
+              "BatchNorm_0": {"scale": True, "bias": False},
+              "linear": {"w": True, "b": False},
+              "Embed_0": {"embedding": True}}
+  x = normal(4, 2)
+
+  def loss_fn(p, x):
+    h = jnp.tanh(x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"])
+    h = h * p["BatchNorm_0"]["scale"] + p["BatchNorm_0"]["bias"]
+    out = h @ p["linear"]["w"] + p["linear"]["b"]
+    return jnp.mean(out ** 2) + jnp.sum(jnp.tanh(p["Embed_0"]["embedding"]))
+
+  def update(mask):
+    tx = transforms.sam(0.5, adaptive=True, adaptive_mask=mask)
+    g = jax.grad(loss_fn)(params, x)
+    return tl.flat(jax.jit(lambda g: tx.update(g, tx.init(params), params,
+                                               loss_fn=loss_fn, batch=x)[0])(g))
+
+  np.testing.assert_array_equal(update("weights"), update(expected))
+  assert not np.allclose(update("weights"), update(None))
+
+
+def test_sam_matches_optax_contrib_sam():
+  """Three SAM steps with momentum: ``chain(sam, sgd)`` equals
+  ``optax.contrib.sam`` (two ``update`` calls per SAM step)."""
+  params, batch, _, _, _ = _setup()
+  rho, lr = 0.05, 0.1
+  loss = lambda p: tl.ce_loss_fn(p, batch)[0]
+  tx = optax.chain(transforms.sam(rho), optax.sgd(lr, momentum=0.9))
+  contrib = optax.contrib.sam(
+      optax.sgd(lr, momentum=0.9),
+      optax.chain(optax.contrib.normalize(), optax.sgd(rho)))
+  ours_step = jax.jit(lambda p, s: tx.update(jax.grad(loss)(p), s, p,
+                                             loss_fn=tl.ce_loss_fn,
+                                             batch=batch))
+  contrib_step = jax.jit(lambda p, s: contrib.update(jax.grad(loss)(p), s, p))
+  p1, s1 = params, tx.init(params)
+  p2, s2 = params, contrib.init(params)
+  for _ in range(3):
+    u, s1 = ours_step(p1, s1)
+    p1 = optax.apply_updates(p1, u)
+    for _ in range(2):
+      u, s2 = contrib_step(p2, s2)
+      p2 = optax.apply_updates(p2, u)
+  assert not np.allclose(tl.flat(p1), tl.flat(params))
+  _close(p1, tl.flat(p2))
+
+
 @pytest.mark.parametrize("squared", [False, True])
 def test_gradient_norm_penalty_exact_equals_explicit_hessian(squared):
   params, batch, w, _, loss = _setup()
@@ -389,6 +487,9 @@ def test_udim_inconsistency_matches_numpy():
 @pytest.mark.parametrize("make, match", [
     (lambda: transforms.sam(-1.0), "rho"),
     (lambda: transforms.sam(0.1, m_sharpness=True), "batch_axis_name"),
+    (lambda: transforms.sam(0.1, adaptive_mask="weights"), "adaptive=True"),
+    (lambda: transforms.sam(0.1, adaptive=True, adaptive_mask="biases"),
+     "adaptive_mask"),
     (lambda: transforms.gradient_norm_penalty(0.1, method="bogus"), "method"),
     (lambda: transforms.gradient_norm_penalty(0.1, r=0.0), "`r`"),
     (lambda: transforms.saf(0, 3, steps_per_epoch=1), "num_examples"),
@@ -416,12 +517,18 @@ def test_bad_inputs_raise_at_trace_time():
                                 loss_fn=tl.ce_loss_fn, batch=batch))(bad)
   with pytest.raises(KeyError, match="head"):
     transforms.hessian_alignment("hgp", head="classifier").init(params)
+  with pytest.raises(ValueError, match="adaptive_mask"):
+    transforms.sam(0.1, adaptive=True,
+                   adaptive_mask={"body": True}).init(params)
   saf = transforms.saf(4, tl.K, steps_per_epoch=1)
   b = dict(batch)
   b["index"] = jnp.arange(8, dtype=jnp.int32)         # ids >= num_examples
   with pytest.raises(ValueError, match="index"):
     saf.update(grads, saf.init(params), params, loss_fn=tl.ce_loss_fn,
                batch=b)
-  with pytest.raises(TypeError, match="loss_fn"):
-    tx.update(grads, tx.init(params), params, loss_fn=lambda p, b: 1.0,
-              batch=batch)
+  with pytest.raises(TypeError, match="loss_fn.*length 3"):
+    tx.update(grads, tx.init(params), params, batch=batch,
+              loss_fn=lambda p, b: (*tl.ce_loss_fn(p, b), 0.0))
+  with pytest.raises(ValueError, match="scalar loss"):
+    tx.update(grads, tx.init(params), params, batch=batch,
+              loss_fn=lambda p, b: tl.ce_loss_fn(p, b)[1]["per_example_loss"])

@@ -89,3 +89,68 @@ def test_missing_extra_args_raise_naming_them(spec):
   with pytest.raises(TypeError, match="batch"):
     tx.update(grads, state, params, loss_fn=tl.quad_loss_fn,
               key=jax.random.key(0))
+
+
+LOSS_ONLY = [s for s in tl.RULE_SPECS if s.needs_aux is None]
+NEEDS_AUX = [s for s in tl.RULE_SPECS if s.needs_aux is not None]
+
+
+@pytest.mark.parametrize("spec", LOSS_ONLY,
+                         ids=[IDS[tl.RULE_SPECS.index(s)] for s in LOSS_ONLY])
+def test_loss_only_rules_take_scalar_loss_fn_and_tuple_batch(spec):
+  """``optax.chain(rule, optax.sgd(0.1))`` with a scalar ``loss_fn`` on a
+  tuple batch, under jit, gives the update of the (loss, aux) protocol."""
+  tx = optax.chain(spec.make(), optax.sgd(0.1))
+  params = tl.init_quadratic()
+  batch = tl.quad_batch(domains=2 if spec.domains else None)
+  pair = (batch["x"], batch["t"])
+  key = jax.random.key(3)
+
+  @jax.jit
+  def scalar_step(params, state, pair):
+    grads = jax.grad(tl.quad_scalar_loss_fn)(params, pair)
+    return tx.update(grads, state, params, loss_fn=tl.quad_scalar_loss_fn,
+                     batch=pair, key=key)
+
+  @jax.jit
+  def protocol_step(params, state, batch):
+    grads = jax.grad(lambda p: tl.quad_loss_fn(p, batch)[0])(params)
+    return tx.update(grads, state, params, loss_fn=tl.quad_loss_fn,
+                     batch=batch, key=key)
+
+  u1, s1 = scalar_step(params, tx.init(params), pair)
+  u2, s2 = protocol_step(params, tx.init(params), batch)
+  assert np.all(np.isfinite(tl.flat(u1)))
+  assert np.any(tl.flat(u1) != 0)
+  np.testing.assert_allclose(tl.flat(u1), tl.flat(u2), rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(tl.flat(s1), tl.flat(s2), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("spec", NEEDS_AUX,
+                         ids=[IDS[tl.RULE_SPECS.index(s)] for s in NEEDS_AUX])
+def test_aux_rules_reject_scalar_loss_fn_naming_the_key(spec):
+  tx = spec.make()
+  params = tl.init_quadratic()
+  batch = tl.quad_batch(domains=2 if spec.domains else None)
+  scalar = lambda p, b: tl.quad_loss_fn(p, b)[0]
+  grads = jax.grad(scalar)(params, batch)
+  with pytest.raises(TypeError,
+                     match=rf"{spec.name}: .*aux\['{spec.needs_aux}'\]"):
+    jax.jit(lambda g, s, p: tx.update(g, s, p, loss_fn=scalar, batch=batch,
+                                      key=jax.random.key(0)))(
+                                          grads, tx.init(params), params)
+
+
+@pytest.mark.parametrize("spec", tl.RULE_SPECS, ids=IDS)
+def test_diagnostics_readable_with_optax_tree_get(spec):
+  """Every field of the rule's state is found by name in a chain's state."""
+  tx = optax.chain(spec.make(), optax.sgd(0.1))
+  params = tl.init_quadratic()
+  batch = tl.quad_batch(domains=2 if spec.domains else None)
+  _, state, _ = tl.make_step(tx, tl.quad_loss_fn)(
+      params, tx.init(params), batch, jax.random.key(0))
+  rule_state = state[0]
+  for field in rule_state._fields:
+    found = optax.tree_utils.tree_get(state, field)
+    np.testing.assert_array_equal(tl.flat(found),
+                                  tl.flat(getattr(rule_state, field)))

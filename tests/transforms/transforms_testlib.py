@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -80,27 +80,39 @@ def quad_loss_fn(params, batch):
   return jnp.mean(per), {"logits": logits, "per_example_loss": per}
 
 
+def quad_scalar_loss_fn(params, batch):
+  """``quad_loss_fn``'s loss alone, on a tuple batch ``(x, t)``."""
+  x, t = batch
+  logits = x @ params["body"]["w"] + params["head"]["b"].astype(jnp.float32)
+  return jnp.mean(0.5 * jnp.sum(jnp.square(logits - t), axis=-1))
+
+
 @dataclasses.dataclass(frozen=True)
 class RuleSpec:
   name: str                         # public factory name
   make: Callable[[], Any]           # () -> GradientTransformationExtraArgs
   domains: bool = False             # batch has a leading domain axis
   converge_tol: float = 0.05        # final/initial loss ratio on the quadratic
+  needs_aux: Optional[str] = None   # the aux key the rule reads, if any
 
 
 N_TRAIN = 64
 RULE_SPECS = [
     RuleSpec("sam", lambda: transforms.sam(0.05)),
     RuleSpec("sam", lambda: transforms.sam(0.05, adaptive=True)),
+    RuleSpec("sam", lambda: transforms.sam(0.05, adaptive=True,
+                                           adaptive_mask="weights")),
     RuleSpec("gradient_norm_penalty",
              lambda: transforms.gradient_norm_penalty(0.05)),
     RuleSpec("gradient_norm_penalty",
              lambda: transforms.gradient_norm_penalty(
                  0.05, method="finite_difference", r=0.05)),
     RuleSpec("saf", lambda: transforms.saf(N_TRAIN, K, steps_per_epoch=2,
-                                           lag=1, start_epoch=0)),
+                                           lag=1, start_epoch=0),
+             needs_aux="logits"),
     RuleSpec("mesa", lambda: transforms.mesa(steps_per_epoch=2, decay=0.9,
-                                             start_epoch=0)),
+                                             start_epoch=0),
+             needs_aux="logits"),
     RuleSpec("hessian_alignment",
              lambda: transforms.hessian_alignment("hgp", head="head"),
              domains=True),
@@ -110,7 +122,7 @@ RULE_SPECS = [
              domains=True),
     RuleSpec("udim", lambda: transforms.udim(0.05, head="head",
                                              input_rho=0.01),
-             converge_tol=0.1),
+             converge_tol=0.1, needs_aux="per_example_loss"),
 ]
 
 # Public names that are not rules, each tested in the named file.

@@ -202,7 +202,10 @@ def grad_coefficients(g, h, lse, k_y, valid, hp: Hyper, k_total):
 def tile_grad(s, lse_blk, alpha, beta, gamma, onehot, k_blk, hp: Hyper):
   """``G = dL/dz`` on one tile in f32 (target column ``alpha p - beta`` in f32).
 
-  Also returns the CCE filter statistic ``max |p - onehot|`` of the tile.
+  Also returns the CCE filter statistic ``max |p - onehot|`` of the tile,
+  NaN when a row coefficient is NaN (a NaN loss cotangent, an out-of-range
+  label): callers skip a tile only when ``filt < eps`` holds, so a NaN
+  always reaches ``dX`` / ``dW`` as it does without the filter.
   """
   p = jnp.exp(s - lse_blk[:, None])           # -inf columns -> exactly 0
   d = alpha[:, None] * p - jnp.where(onehot, beta[:, None], 0.0)
@@ -211,8 +214,9 @@ def tile_grad(s, lse_blk, alpha, beta, gamma, onehot, k_blk, hp: Hyper):
   if hp.softcap is not None:
     s_fin = jnp.where(jnp.isfinite(s), s, 0.0)
     d = d * softcap_grad_factor(s_fin, hp.softcap)
-  # |p - onehot| without materializing a float one-hot tile.
-  filt = jnp.max(jnp.abs(jnp.where(onehot, p - 1.0, p)))
+  # |p - onehot| without materializing a float one-hot tile; + 0 * sum(alpha)
+  # (T values, not a tile pass) carries a NaN coefficient into the statistic.
+  filt = jnp.max(jnp.abs(jnp.where(onehot, p - 1.0, p))) + 0.0 * jnp.sum(alpha)
   return d, filt
 
 

@@ -35,6 +35,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import pallas as pl
 
 from diversity_jax.kernels.linear_cross_entropy import _math
 
@@ -59,6 +60,15 @@ class Launchers(NamedTuple):
   dx: Callable
   dw: Callable
   sorts: bool = False          # dx / dw accept ``order=`` (vocab sorting)
+
+
+def when_kept(filt, cfg):
+  """``pl.when`` of the CCE filter: the body runs unless ``filt < eps`` (so a
+  NaN statistic, see ``_math.tile_grad``, runs it); a plain call when
+  filtering is off."""
+  if cfg.eps is None:
+    return lambda body: body()
+  return pl.when(jnp.logical_not(filt < cfg.eps))
 
 
 def _round_up(a, b):

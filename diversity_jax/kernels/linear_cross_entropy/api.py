@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from diversity_jax._src import checks
+from diversity_jax._src import label_range
 from diversity_jax.kernels.linear_cross_entropy import _math
 from diversity_jax.kernels.linear_cross_entropy import pallas_gpu
 from diversity_jax.kernels.linear_cross_entropy import pallas_tpu
@@ -222,7 +223,11 @@ def linear_cross_entropy(
     w: classifier ``(V, D)`` (row per class, as ``nn.Linear`` / CCE), or
       ``(D, V)`` with ``weight_layout='dv'``.
     labels: integer ``(...)`` = ``x.shape[:-1]``; ``ignore_index`` marks
-      tokens without loss.
+      tokens without loss. Any other label outside ``[0, V)`` raises when
+      ``labels`` is concrete; traced (under ``jit``) it makes that token's
+      loss NaN, hence a NaN ``'mean'`` / ``'sum'``, and its gradient NaN (its
+      ``dX`` row, and ``dW`` / ``db``, which sum over tokens), in every
+      implementation.
     bias: optional ``(V,)``.
     ignore_index: label value to ignore (must be outside ``[0, V)``).
     label_smoothing: ``a`` in ``[0, 1]``.
@@ -352,6 +357,11 @@ def linear_cross_entropy(
   n = math.prod(batch_shape)
   x2 = jnp.reshape(x, (n, d))
   y2 = jnp.reshape(labels, (n,)).astype(jnp.int32)
+  # Traced out-of-range labels (other than ignore_index): computed as class 0
+  # by every implementation, then NaN in loss and gradient (label_range).
+  y2, invalid = label_range.sanitize(
+      y2, _math.vocab_size(w, weight_layout) * shards,
+      ignore_index=ignore_index)
   # Narrow dtypes stay narrow for the GEMMs (f32 accumulation inside).
   cdt = jnp.promote_types(x2.dtype, w.dtype)
   x2, w = x2.astype(cdt), w.astype(cdt)
@@ -374,9 +384,9 @@ def linear_cross_entropy(
       options[name] = val
   if (n > 0 and impl == "xla_chunked" and fused_backward
       and xla_fused.fused_applies(x2, w, bias, reduction, return_lse)):
-    return xla_fused.reduced(x2, w, y2, bias, class_weights, hp=hp,
-                               ignore_index=ignore_index, reduction=reduction,
-                               weights=w_rows, **options)
+    return xla_fused.reduced(x2, w, y2, invalid, bias, class_weights, hp=hp,
+                             ignore_index=ignore_index, reduction=reduction,
+                             weights=w_rows, **options)
   if n == 0:
     zero_w = 0.0 * jnp.sum(w)
     if vocab_axis_name is not None:   # replicated over the axis, as below
@@ -391,6 +401,7 @@ def linear_cross_entropy(
     loss_rows, lse = IMPLEMENTATIONS[impl](
         x2, w, y2, bias, class_weights, hp=hp, ignore_index=ignore_index,
         **options)
+  loss_rows = label_range.nan_where_invalid(loss_rows, invalid)
   valid = y2 != ignore_index
   if w_rows is not None:
     loss_rows = loss_rows * w_rows

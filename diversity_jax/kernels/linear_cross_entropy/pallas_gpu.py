@@ -113,13 +113,6 @@ def _grad_tile(s, cols, own, y, k_ref, lse, a, b, g, j, cfg, o_ref=None):
   return _math.tile_grad(s, lse, a, b, g, onehot, k, cfg.hp)
 
 
-def _when_kept(filt, cfg):
-  """``pl.when`` of the CCE filter (a plain call when filtering is off)."""
-  if cfg.eps is None:
-    return lambda body: body()
-  return pl.when(filt >= cfg.eps)
-
-
 def _zero_columns(ref, nd, bd):
   """``ref[...] = 0`` in ``bd``-column strips (Triton ops need power-of-two
   shapes; the padded ``D`` is only a multiple of ``bd``)."""
@@ -145,7 +138,7 @@ def _dx_kernel(x_ref, w_ref, b_ref, k_ref, y_ref, lse_ref, a_ref, b2_ref,
     dc = d.astype(w_ref.dtype)
     sel = _vocab_rows(j, cfg, o_ref)[0]
 
-    @_when_kept(filt, cfg)
+    @_pallas_common.when_kept(filt, cfg)
     def _():
       @pl.loop(0, nd)
       def _(kk):
@@ -189,7 +182,7 @@ def _dw_kernel(x_ref, w_ref, b_ref, k_ref, y_ref, lse_ref, a_ref, b2_ref,
                               g_ref[rows], onehot, k, cfg.hp)
     dc = d.astype(x_ref.dtype)
 
-    @_when_kept(filt, cfg)
+    @_pallas_common.when_kept(filt, cfg)
     def _():
       db_ref[...] += jnp.sum(d, axis=0)
 

@@ -82,12 +82,6 @@ def _grad(x_ref, w_ref, b_ref, k_ref, y_ref, lse_ref, a_ref, b2_ref, g_ref, j,
                          g_ref[:, 0], onehot, k, cfg.hp)
 
 
-def _when_kept(filt, cfg):
-  if cfg.eps is None:
-    return lambda body: body()
-  return pl.when(filt >= cfg.eps)
-
-
 def _dx_kernel(*refs, cfg):
   *ins, dx_ref = refs
   j = pl.program_id(1)
@@ -98,7 +92,7 @@ def _dx_kernel(*refs, cfg):
 
   d, filt = _grad(*ins, j, cfg)
 
-  @_when_kept(filt, cfg)
+  @_pallas_common.when_kept(filt, cfg)
   def _():
     w = ins[1][...]
     dx_ref[...] += jnp.dot(d.astype(w.dtype), w, preferred_element_type=F32)
@@ -115,7 +109,7 @@ def _dw_kernel(*refs, cfg):
 
   d, filt = _grad(*ins, j, cfg)
 
-  @_when_kept(filt, cfg)
+  @_pallas_common.when_kept(filt, cfg)
   def _():
     x = ins[0][...]
     dw_ref[...] += jax.lax.dot_general(

@@ -22,6 +22,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from diversity_jax._src import label_range
 from diversity_jax.kernels.linear_cross_entropy import _math
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import F32
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _block
@@ -35,8 +36,8 @@ from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _vary
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import varying_axes
 
 
-def _fused_forward(x, w, labels, bias, k, hp, ignore_index, reduction, bt,
-                   bv, weights=None):
+def _fused_forward(x, w, labels, invalid, bias, k, hp, ignore_index, reduction,
+                   bt, bv, weights=None):
   """Loss and (dX, dW, db) for a unit loss cotangent, token block by token block.
 
   ``weights`` (N,) f32 or None: per-token loss weights (row ``i``'s loss and
@@ -46,6 +47,8 @@ def _fused_forward(x, w, labels, bias, k, hp, ignore_index, reduction, bt,
   Each block materializes its full-vocabulary ``(bt, V)`` f32 logits once:
   lse, loss and ``G`` come from the same tile, then ``dX_i = G W`` and
   ``dW += G^T X_i`` (Liger-Kernel's chunking, Hsu et al. 2024, Sec. 3.2).
+  Rows with an ``invalid`` label get NaN in their loss and cotangent, as the
+  streaming paths' per-row loss gets in ``api.linear_cross_entropy``.
   """
   n, v = x.shape[0], _math.vocab_size(w, hp.weight_layout)
   nt = _cdiv(n, bt)
@@ -75,8 +78,11 @@ def _fused_forward(x, w, labels, bias, k, hp, ignore_index, reduction, bt,
     s_y, s_w = _math.full_row_target_and_weighted_sum(s, y_blk, k,
                                                       hp.label_smoothing)
     k_y = k[sl(safe)]
-    rows = _math.row_loss(lse, s_y, s_w, k_y, v_blk, hp, k_total) * sl(row_w)
-    g = scale * sl(row_w)
+    bad = sl(invalid) & own_rows
+    rows = label_range.nan_where_invalid(
+        _math.row_loss(lse, s_y, s_w, k_y, v_blk, hp, k_total) * sl(row_w),
+        bad)
+    g = label_range.nan_where_invalid(scale * sl(row_w), bad)
     alpha, beta, gamma = _math.grad_coefficients(g, None, lse, k_y, v_blk, hp,
                                                  k_total)
     onehot = y_blk[:, None] == cols[None, :]
@@ -94,7 +100,7 @@ def _fused_forward(x, w, labels, bias, k, hp, ignore_index, reduction, bt,
   init = (jnp.zeros((), F32), jnp.zeros(x.shape, F32), jnp.zeros(w.shape, F32),
           None if bias is None else jnp.zeros((v,), F32))
   # Inside jax.shard_map the carries vary over the inputs' mesh axes.
-  init = _vary(init, varying_axes(x, w, labels, bias, k, weights))
+  init = _vary(init, varying_axes(x, w, labels, invalid, bias, k, weights))
   return jax.lax.fori_loop(0, nt, token_block, init)
 
 
@@ -121,11 +127,12 @@ def _accumulate_dw(dw, g, x_blk, bv, layout="vd"):
   return chunk(dw, n_full * bv, tail) if tail else dw
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9, 10))
-def _reduced(x, w, bias, class_weights, labels, weights, hp, ignore_index,
-             reduction, bt, bv):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10, 11))
+def _reduced(x, w, bias, class_weights, labels, invalid, weights, hp,
+             ignore_index, reduction, bt, bv):
   loss, _ = _rows(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv,
                   None, False)
+  loss = label_range.nan_where_invalid(loss, invalid)
   row_w = jnp.ones_like(loss) if weights is None else weights
   if reduction == "sum":
     return jnp.sum(loss * row_w)
@@ -136,13 +143,13 @@ def _reduced(x, w, bias, class_weights, labels, weights, hp, ignore_index,
   return jnp.sum(loss * row_w) / jnp.where(denom > 0, denom, 1.0)
 
 
-def _reduced_fwd(x, w, bias, class_weights, labels, weights, hp, ignore_index,
-                 reduction, bt, bv):
+def _reduced_fwd(x, w, bias, class_weights, labels, invalid, weights, hp,
+                 ignore_index, reduction, bt, bv):
   v = _math.vocab_size(w, hp.weight_layout)
   k = _class_weights(class_weights, v)
   fb = max(1, min(n_fused_rows(v), bt, x.shape[0]))
-  loss, dx, dw, db = _fused_forward(x, w, labels, bias, k, hp, ignore_index,
-                                    reduction, fb, bv, weights)
+  loss, dx, dw, db = _fused_forward(x, w, labels, invalid, bias, k, hp,
+                                    ignore_index, reduction, fb, bv, weights)
   # Empty slices of the primals carry their mesh-axis types to the backward.
   empty = tuple(None if a is None else a[:0] for a in (x, w, bias))
   return loss, (dx, dw, db, class_weights, weights, empty)
@@ -157,7 +164,7 @@ def _reduced_bwd(hp, ignore_index, reduction, bt, bv, res, ct):
   # scales in place otherwise (no V x D temporary; see _accumulate_dw).
   grads = (dx * ct, dw * ct, None if db is None else db * ct)
   dx, dw, db = _sum_to_primal(grads, empty)
-  return dx, dw, db, dcw, None, dtw
+  return dx, dw, db, dcw, None, None, dtw
 
 
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
@@ -180,14 +187,16 @@ def fused_applies(x, w, bias, reduction, return_lse) -> bool:
           and w.dtype == F32 and f32(bias))
 
 
-def reduced(x, w, labels, bias, class_weights, *, hp: _math.Hyper,
+def reduced(x, w, labels, invalid, bias, class_weights, *, hp: _math.Hyper,
             ignore_index, reduction, block_tokens=None, block_vocab=None,
             weights=None, **unused):
   """Scalar ``'mean'``/``'sum'`` loss whose gradients are formed in the forward
-  pass (6 N D V flops instead of 8); see ``fused_applies``. ``weights``: f32
-  per-token loss weights (N,) or None."""
+  pass (6 N D V flops instead of 8); see ``fused_applies``. ``invalid`` (N,)
+  bool marks rows whose (out-of-range) label makes their loss and gradient
+  NaN (``label_range``); ``weights``: f32 per-token loss weights (N,) or
+  None."""
   del unused
   n, v = x.shape[0], _math.vocab_size(w, hp.weight_layout)
   bt, bv = block_sizes(n, v, block_tokens, block_vocab)
-  return _reduced(x, w, bias, class_weights, labels, weights, hp,
+  return _reduced(x, w, bias, class_weights, labels, invalid, weights, hp,
                   ignore_index, reduction, bt, bv)
