@@ -7,6 +7,8 @@ reads them.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from typing import Dict, Optional
 
@@ -31,9 +33,10 @@ class TextDataset:
   once, read-only); ``tokenizer()`` the ``tokenizers.Tokenizer``.
 
   Example:
+    >>> import tempfile
     >>> from diversity_jax import data
     >>> ds = data.load_text('stdlib', vocab_size=512, seq_len=32,
-    ...                     max_chars=20_000)
+    ...                     max_chars=20_000, data_dir=tempfile.mkdtemp())
     >>> ds.sequences('train').shape[1]
     33
   """
@@ -100,9 +103,10 @@ def load_text(corpus: str = _text_corpus.STDLIB, *, vocab_size: int = 32768,
     A :class:`TextDataset`.
 
   Example:
+    >>> import tempfile
     >>> from diversity_jax import data
     >>> ds = data.load_text('stdlib', vocab_size=512, seq_len=32,
-    ...                     max_chars=20_000)
+    ...                     max_chars=20_000, data_dir=tempfile.mkdtemp())
     >>> ds.sequences('validation').dtype, ds.tokenizer_vocab_size <= 512
     (dtype('int32'), True)
 
@@ -137,7 +141,10 @@ def load_text(corpus: str = _text_corpus.STDLIB, *, vocab_size: int = 32768,
       source_data_dir=data_dir)
   builder = tb.builder_for(cfg, data_dir)
   if not builder.is_prepared():
-    _builders.prepare(builder, data_dir)
+    # TFDS prints "Downloading and preparing ..." even when, as here,
+    # nothing is downloaded.
+    with contextlib.redirect_stdout(io.StringIO()):
+      _builders.prepare(builder, data_dir)
     builder = tb.builder_for(cfg, data_dir)
   root = os.path.join(data_dir, tb.NAME)
   return TextDataset(corpus, vocab_size, seq_len, tb.tokenizer_path(cfg, root),
