@@ -233,6 +233,26 @@ def test_program_resume_is_bit_identical(smoke, tmp_path):
   assert (tmp_path / "full" / "results.md").read_text().count("|") > 9
 
 
+def test_program_on_a_mesh_resumes_and_matches_one_device(smoke, tmp_path):
+  """2 (data) x 2 (model) devices: sharded checkpoints restore, and the run
+  ends where the one-device run does."""
+  _mesh_or_skip(2, 2)
+  one = smoke.copy_and_resolve_references()
+  one.mesh.data = 1
+  ref = program.train(one, str(tmp_path / "one"))
+  c = smoke.copy_and_resolve_references()
+  c.mesh.data, c.mesh.model, c.num_steps = 2, 2, 3
+  program.train(c, str(tmp_path / "mesh"))
+  c.num_steps = smoke.num_steps
+  got = program.train(c, str(tmp_path / "mesh"))
+  np.testing.assert_allclose(got["val_ppl"], ref["val_ppl"], rtol=1e-4)
+  np.testing.assert_allclose(got["final_loss"], ref["final_loss"], rtol=1e-4)
+  step, state = _restore_params(str(tmp_path / "mesh"), c)
+  assert step == smoke.num_steps
+  emb = state.params["embedding"]
+  assert emb.sharding.spec[0] == "model" and len(emb.sharding.device_set) == 4
+
+
 @pytest.mark.parametrize("field, value, match", [
     ("model.heads", 3, "config.model.heads"),
     ("lm_head", "logits", "config.lm_head"),
