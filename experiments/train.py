@@ -98,12 +98,17 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   config = cli.load_config(_CONFIG)
-  cli.check_hparam_overrides(_CONFIG, [config.algorithm])
+  is_lm = config.get("task", "dg") == "lm"
+  if not is_lm:
+    cli.check_hparam_overrides(_CONFIG, [config.algorithm])
   import jax  # pylint: disable=g-import-not-at-top
   _initialize_distributed(jax)
+  workdir = _WORKDIR.value or os.path.join("runs", config.name)
+  if is_lm:  # language model: experiments/lm/
+    from experiments.lm import program  # pylint: disable=g-import-not-at-top
+    return program.main(config, workdir, plot=_PLOT.value)
   from experiments import lodo  # pylint: disable=g-import-not-at-top
   from experiments import metrics  # pylint: disable=g-import-not-at-top
-  workdir = _WORKDIR.value or os.path.join("runs", config.name)
   logging.info("config:\n%s", config)
   results = lodo.run(config, workdir)
   if jax.process_index() == 0:

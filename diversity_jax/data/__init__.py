@@ -13,6 +13,8 @@ does not import it, and TFDS itself is imported lazily on first use.
   (``Dataset.source(domain)``; large ``'tfds:'`` datasets stream from disk).
 * :class:`MultiDomainBatches`: one batch per domain per step, pure in (seed, step).
 * :func:`shard_batch`: place a batch on a ``Mesh``, split over the batch axis.
+* :func:`load_text`: a tokenized language-modelling corpus (:class:`TextDataset`;
+  ``'stdlib'``: the Python standard library's source, offline).
 """
 
 from diversity_jax.data._datasets import Dataset
@@ -21,6 +23,8 @@ from diversity_jax.data._sources import SubsetSource
 from diversity_jax.data._pipeline import holdout_indices
 from diversity_jax.data._datasets import default_data_dir
 from diversity_jax.data._datasets import load
+from diversity_jax.data._text_datasets import TextDataset
+from diversity_jax.data._text_datasets import load_text
 from diversity_jax.data._pipeline import MultiDomainBatches
 from diversity_jax.data._pipeline import shard_batch
 from diversity_jax.data._pipeline import split_holdout
@@ -29,10 +33,12 @@ __all__ = [
     "ArraySource",
     "Dataset",
     "SubsetSource",
+    "TextDataset",
     "holdout_indices",
     "MultiDomainBatches",
     "default_data_dir",
     "load",
+    "load_text",
     "shard_batch",
     "split_holdout",
 ]

@@ -123,16 +123,12 @@ def _num_bytes(info, splits: Dict[str, List[str]], shape) -> int:
   return int(n) * int(np.prod(shape)) * 4
 
 
-def load_tfds(name: str, data_dir: str, *, download: bool = False,
-              streaming: str = "auto", image_size: int = 0) -> Dataset:
-  """Loads TFDS dataset ``name`` (``'mnist'``, ``'cifar10'``, ``'domainnet/real'``...).
+def prepared_builder(name: str, data_dir: str, download: bool, fn: str):
+  """TFDS builder ``name`` prepared in ``data_dir`` (array_record).
 
-  ``streaming``: ``'auto'`` streams when the float32 images exceed
-  ``STREAMING_THRESHOLD_BYTES``; ``'on'`` / ``'off'`` force it.
-  ``image_size``: resize every image to ``image_size x image_size`` (needed
-  for datasets of varying image sizes); 0 keeps the stored fixed size.
+  Prepared (downloaded) here only when ``download``; otherwise an
+  unprepared dataset raises ``FileNotFoundError`` saying how to prepare it.
   """
-  fn = "load"
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except Exception as e:  # pylint: disable=broad-except  # TFDS raises several types
@@ -146,6 +142,20 @@ def load_tfds(name: str, data_dir: str, *, download: bool = False,
           "download=True (or prepare it with `tfds build --file_format="
           f"array_record {name} --data_dir {data_dir}`)")
     builder.download_and_prepare(file_format="array_record")
+  return builder
+
+
+def load_tfds(name: str, data_dir: str, *, download: bool = False,
+              streaming: str = "auto", image_size: int = 0) -> Dataset:
+  """Loads TFDS dataset ``name`` (``'mnist'``, ``'cifar10'``, ``'domainnet/real'``...).
+
+  ``streaming``: ``'auto'`` streams when the float32 images exceed
+  ``STREAMING_THRESHOLD_BYTES``; ``'on'`` / ``'off'`` force it.
+  ``image_size``: resize every image to ``image_size x image_size`` (needed
+  for datasets of varying image sizes); 0 keeps the stored fixed size.
+  """
+  fn = "load"
+  builder = prepared_builder(name, data_dir, download, fn)
   info = builder.info
   image_key, label_key = info.supervised_keys or ("image", "label")
   if not isinstance(image_key, str) or not isinstance(label_key, str):

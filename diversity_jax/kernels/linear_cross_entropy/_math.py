@@ -37,6 +37,12 @@ F32 = jnp.float32
 NEG_INF = float("-inf")
 
 
+#: Layouts of the classifier ``w``: ``'vd'`` = ``(V, D)``, a row per class
+#: (``nn.Linear``, CCE); ``'dv'`` = ``(D, V)``, a column per class (flax
+#: ``nn.Dense``'s kernel).
+WEIGHT_LAYOUTS = ("vd", "dv")
+
+
 class Hyper(NamedTuple):
   """Static hyperparameters shared by every implementation (hashable)."""
   num_classes: int                   # V (unpadded)
@@ -44,6 +50,32 @@ class Hyper(NamedTuple):
   log_partition_penalty: float = 0.0
   softcap: Optional[float] = None
   has_class_weights: bool = False
+  weight_layout: str = "vd"          # of ``w``, see WEIGHT_LAYOUTS
+
+
+def vocab_axis(layout: str) -> int:
+  """Axis of ``w`` that indexes the classes (0 for ``'vd'``, 1 for ``'dv'``)."""
+  return 0 if layout == "vd" else 1
+
+
+def vocab_size(w, layout: str) -> int:
+  """Number of classes (rows or columns) of ``w`` in ``layout``."""
+  return w.shape[vocab_axis(layout)]
+
+
+def dx_tile(d, w_blk, layout: str = "vd"):
+  """``d @ W_blk`` (T, D) in f32 for a gradient tile ``d`` (T, C)."""
+  dims = ((1,), (0,)) if layout == "vd" else ((1,), (1,))
+  return jax.lax.dot_general(d, w_blk, (dims, ((), ())),
+                             preferred_element_type=F32)
+
+
+def dw_tile(d, x_blk, layout: str = "vd"):
+  """This tile's ``dW`` block in ``w``'s layout, f32: ``d^T x_blk`` (C, D) for
+  ``'vd'``, ``x_blk^T d`` (D, C) for ``'dv'``."""
+  a, b = (d, x_blk) if layout == "vd" else (x_blk, d)
+  return jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())),
+                             preferred_element_type=F32)
 
 
 def softcap_logits(z: jax.Array, softcap: Optional[float]) -> jax.Array:
@@ -59,15 +91,16 @@ def softcap_grad_factor(s: jax.Array, softcap: Optional[float]) -> jax.Array:
   return 1.0 - t * t
 
 
-def tile_logits(x_blk, w_blk, b_blk, softcap, col_valid=None):
+def tile_logits(x_blk, w_blk, b_blk, softcap, col_valid=None, layout="vd"):
   """Capped f32 logits of one (rows x cols) tile; invalid columns get -inf.
 
-  ``x_blk`` (T, D), ``w_blk`` (C, D) in the input dtype; the dot accumulates in
-  f32 (``preferred_element_type``). ``col_valid`` (C,) bool masks padded /
-  duplicated vocab columns with -inf *after* the soft-cap (a capped -inf would
-  be ``-c``, not -inf).
+  ``x_blk`` (T, D), ``w_blk`` (C, D) (``layout='vd'``) or (D, C) (``'dv'``)
+  in the input dtype; the dot accumulates in f32 (``preferred_element_type``).
+  ``col_valid`` (C,) bool masks padded / duplicated vocab columns with -inf
+  *after* the soft-cap (a capped -inf would be ``-c``, not -inf).
   """
-  z = jax.lax.dot_general(x_blk, w_blk, (((1,), (1,)), ((), ())),
+  w_dim = 1 if layout == "vd" else 0
+  z = jax.lax.dot_general(x_blk, w_blk, (((1,), (w_dim,)), ((), ())),
                           preferred_element_type=F32)
   return finish_logits(z, b_blk, softcap, col_valid)
 

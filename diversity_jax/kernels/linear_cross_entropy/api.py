@@ -104,7 +104,7 @@ def _vocab_axis_size(vocab_axis_name, w, implementation, fused_backward):
 def _validate(x, w, labels, bias, class_weights, ignore_index, label_smoothing,
               log_partition_penalty, softcap, reduction, filter_eps,
               implementation, block_tokens, block_vocab, block_dim,
-              vocab_shards=1):
+              vocab_shards=1, weight_layout="vd", weights=None):
   checks.check_choice(implementation, [None] + list(IMPLEMENTATIONS),
                       "implementation", _FN)
   checks.check_choice(reduction, _REDUCTIONS, "reduction", _FN)
@@ -113,14 +113,22 @@ def _validate(x, w, labels, bias, class_weights, ignore_index, label_smoothing,
   checks.check_floating(w, "w", _FN)
   checks.check_rank(w, 2, "w", _FN)
   d = jnp.shape(x)[-1]
-  if jnp.shape(w)[1] != d:
-    checks._fail(_FN, f"`w` must have shape (V, {d}) to match `x` of shape "
-                 f"{jnp.shape(x)}, got {jnp.shape(w)}")
-  if jnp.shape(w)[0] < 1:
+  checks.check_choice(weight_layout, _math.WEIGHT_LAYOUTS, "weight_layout",
+                      _FN)
+  v_axis = _math.vocab_axis(weight_layout)
+  if jnp.shape(w)[1 - v_axis] != d:
+    want = f"(V, {d})" if weight_layout == "vd" else f"({d}, V)"
+    checks._fail(_FN, f"`w` must have shape {want} (weight_layout="
+                 f"{weight_layout!r}) to match `x` of shape {jnp.shape(x)}, "
+                 f"got {jnp.shape(w)}")
+  if jnp.shape(w)[v_axis] < 1:
     checks._fail(_FN, f"`w` must have at least one row (class), got {jnp.shape(w)}")
   checks.check_integer(labels, "labels", _FN)
   checks.check_shape(labels, jnp.shape(x)[:-1], "labels", _FN)
-  v_local = jnp.shape(w)[0]
+  if weights is not None:
+    checks.check_floating(weights, "weights", _FN)
+    checks.check_shape(weights, jnp.shape(labels), "weights", _FN)
+  v_local = jnp.shape(w)[v_axis]
   v = v_local * vocab_shards    # global vocabulary size
   if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
     checks._fail(_FN, f"`ignore_index` must be a Python int, got {ignore_index!r}",
@@ -178,6 +186,8 @@ def linear_cross_entropy(
     fused_backward: bool = False,
     vocab_axis_name: Optional[str] = None,
     vocab_sorting: bool = False,
+    weight_layout: str = "vd",
+    weights: Optional[jax.Array] = None,
 ):
   r"""Cross-entropy of ``x @ w.T + bias`` without materializing the logits.
 
@@ -191,11 +201,13 @@ def linear_cross_entropy(
           + \frac{a}{V} \big(K\, lse_i - \sum_j k_j s_{ij}\big)
           + \lambda\, lse_i^2
 
-  (``\lambda`` = ``log_partition_penalty``, the PaLM z-loss). ``'mean'``
-  divides ``sum_i L_i`` over non-ignored tokens by ``sum_i k_{y_i}`` over the
-  same tokens (the number of non-ignored tokens without class weights, as
-  ``torch.nn.functional.cross_entropy``); every label ignored gives 0.
-  ``'none'`` returns ``L`` with ``labels.shape`` (0 at ignored tokens).
+  (``\lambda`` = ``log_partition_penalty``, the PaLM z-loss), times the
+  per-token weight ``m_i`` when ``weights`` is given. ``'mean'`` divides
+  ``sum_i m_i L_i`` over non-ignored tokens by ``sum_i m_i k_{y_i}`` over
+  the same tokens (the number of non-ignored tokens without class or token
+  weights, as ``torch.nn.functional.cross_entropy``); every label ignored
+  gives 0. ``'none'`` returns ``m_i L_i`` with ``labels.shape`` (0 at
+  ignored tokens).
 
   Gradients (``jax.custom_vjp`` in the fused paths) use
   ``dL_i/ds_ij = alpha_i p_ij - beta_i [j = y_i] - gamma_i k_j`` times the
@@ -208,7 +220,8 @@ def linear_cross_entropy(
 
   Args:
     x: embeddings ``(..., D)``, floating.
-    w: classifier ``(V, D)`` (row per class, as ``nn.Linear`` / CCE).
+    w: classifier ``(V, D)`` (row per class, as ``nn.Linear`` / CCE), or
+      ``(D, V)`` with ``weight_layout='dv'``.
     labels: integer ``(...)`` = ``x.shape[:-1]``; ``ignore_index`` marks
       tokens without loss. Any other label outside ``[0, V)`` raises when
       ``labels`` is concrete; traced (under ``jit``) it makes that token's
@@ -281,6 +294,17 @@ def linear_cross_entropy(
       Ignored when the filter is off (``filter_eps`` None or 0, label
       smoothing) and on the ``fused_backward`` and ``'reference'`` paths,
       which have no filter.
+    weight_layout: ``'vd'`` (``w`` is ``(V, D)``) or ``'dv'`` (``w`` is
+      ``(D, V)``, a flax ``nn.Dense`` kernel: ``logits = x @ w``). The
+      ``'dv'`` matrix is read in column blocks and ``dW`` is written in its
+      layout, so no transposed copy of ``w`` is made (``xla_chunked``, with
+      ``fused_backward`` and ``vocab_axis_name``, and ``'reference'``; the
+      Pallas kernels take ``'vd'`` only). With ``vocab_axis_name`` the local
+      shard is ``(D, V_local)``.
+    weights: optional per-token loss weights ``m``, floating, shape
+      ``labels.shape`` (packed sequences, loss masking); each token's loss
+      and gradient are scaled by ``m_i`` (see the formula). Treated as a
+      constant (no gradient).
 
   Returns:
     The loss (scalar for ``'mean'`` / ``'sum'``, ``labels.shape`` for
@@ -322,8 +346,12 @@ def linear_cross_entropy(
   _validate(x, w, labels, bias, class_weights, ignore_index, label_smoothing,
             log_partition_penalty, softcap, reduction, filter_eps,
             implementation, block_tokens, block_vocab, block_dim,
-            vocab_shards=shards)
+            vocab_shards=shards, weight_layout=weight_layout, weights=weights)
   impl = implementation or default_implementation(jax.default_backend())
+  if weight_layout != "vd" and impl.startswith("pallas"):
+    checks._fail(_FN, f"implementation={impl!r} takes `w` as (V, D) only: "
+                 f"weight_layout={weight_layout!r} is supported by "
+                 "'xla_chunked' and 'reference'", NotImplementedError)
   batch_shape = jnp.shape(labels)
   d = jnp.shape(x)[-1]
   n = math.prod(batch_shape)
@@ -331,18 +359,22 @@ def linear_cross_entropy(
   y2 = jnp.reshape(labels, (n,)).astype(jnp.int32)
   # Traced out-of-range labels (other than ignore_index): computed as class 0
   # by every implementation, then NaN in loss and gradient (label_range).
-  y2, invalid = label_range.sanitize(y2, int(jnp.shape(w)[0]) * shards,
-                                     ignore_index=ignore_index)
+  y2, invalid = label_range.sanitize(
+      y2, _math.vocab_size(w, weight_layout) * shards,
+      ignore_index=ignore_index)
   # Narrow dtypes stay narrow for the GEMMs (f32 accumulation inside).
   cdt = jnp.promote_types(x2.dtype, w.dtype)
   x2, w = x2.astype(cdt), w.astype(cdt)
-  hp = _math.Hyper(num_classes=int(jnp.shape(w)[0]) * shards,
+  hp = _math.Hyper(num_classes=_math.vocab_size(w, weight_layout) * shards,
                    label_smoothing=float(label_smoothing),
                    log_partition_penalty=float(log_partition_penalty),
                    softcap=None if softcap is None else float(softcap),
-                   has_class_weights=class_weights is not None)
+                   has_class_weights=class_weights is not None,
+                   weight_layout=weight_layout)
   if class_weights is not None:
     class_weights = jax.lax.stop_gradient(class_weights)
+  w_rows = None if weights is None else jax.lax.stop_gradient(
+      jnp.reshape(weights, (n,)).astype(_math.F32))
   eps = _math.resolve_filter_eps(filter_eps, cdt, hp)
   options = {"filter_eps": eps, "interpret": interpret,
              "vocab_sorting": vocab_sorting}
@@ -354,7 +386,7 @@ def linear_cross_entropy(
       and xla_fused.fused_applies(x2, w, bias, reduction, return_lse)):
     return xla_fused.reduced(x2, w, y2, invalid, bias, class_weights, hp=hp,
                              ignore_index=ignore_index, reduction=reduction,
-                             **options)
+                             weights=w_rows, **options)
   if n == 0:
     zero_w = 0.0 * jnp.sum(w)
     if vocab_axis_name is not None:   # replicated over the axis, as below
@@ -371,19 +403,23 @@ def linear_cross_entropy(
         **options)
   loss_rows = label_range.nan_where_invalid(loss_rows, invalid)
   valid = y2 != ignore_index
+  if w_rows is not None:
+    loss_rows = loss_rows * w_rows
   if reduction == "none":
     loss = jnp.reshape(loss_rows, batch_shape)
   else:
     loss = jnp.sum(loss_rows)
     if reduction == "mean":
       if class_weights is None:
-        denom = jnp.sum(valid).astype(_math.F32)
+        k_y = jnp.ones((n,), _math.F32)
       elif vocab_axis_name is not None:
-        denom = jnp.sum(xla_vocab_parallel.target_weight_vocab_parallel(
-            class_weights, y2, ignore_index, vocab_axis_name))
+        k_y = xla_vocab_parallel.target_weight_vocab_parallel(
+            class_weights, y2, ignore_index, vocab_axis_name)
       else:
         k_y = class_weights.astype(_math.F32)[jnp.where(valid, y2, 0)]
-        denom = jnp.sum(jnp.where(valid, k_y, 0.0))
+      if w_rows is not None:
+        k_y = k_y * w_rows
+      denom = jnp.sum(jnp.where(valid, k_y, 0.0))
       loss = loss / jnp.where(denom > 0, denom, 1.0)
   if return_lse:
     return loss, jnp.reshape(lse, batch_shape)

@@ -101,8 +101,9 @@ def _bits(a):
   return jax.lax.bitcast_convert_type(a, jnp.uint16)
 
 
-def _take(a, start, size, *salt):
-  """Rows ``[start, start + size)`` of ``a`` inside a loop body.
+def _take(a, start, size, *salt, axis=0):
+  """Rows (or, with ``axis=1``, columns) ``[start, start + size)`` of ``a``
+  inside a loop body.
 
   XLA's CPU backend supports no data movement in bf16 / f16: float
   normalization rewrites a narrow ``dynamic-slice`` of a loop-carried array to
@@ -114,15 +115,15 @@ def _take(a, start, size, *salt):
   fuses into the slice, instead of being hoisted as a whole-array copy.
   """
   if not _packed(a):
-    return jax.lax.dynamic_slice_in_dim(a, start, size)
+    return jax.lax.dynamic_slice_in_dim(a, start, size, axis)
   start, _, a = jax.lax.optimization_barrier((start, salt, a))
-  blk = jax.lax.dynamic_slice_in_dim(_bits(a), start, size)
+  blk = jax.lax.dynamic_slice_in_dim(_bits(a), start, size, axis)
   return jax.lax.bitcast_convert_type(blk, a.dtype)
 
 
-def _put(a, blk, start):
-  """``a`` with rows ``[start, start + len(blk))`` set to ``blk`` (cast to
-  ``a.dtype``), in place.
+def _put(a, blk, start, axis=0):
+  """``a`` with rows (``axis=1``: columns) from ``start`` on set to ``blk``
+  (cast to ``a.dtype``), in place.
 
   Narrow floats on CPU are updated through their ``uint16`` bits (see
   ``_take``); the bit-casts fuse with the in-place dynamic-update-slice. (A
@@ -131,34 +132,36 @@ def _put(a, blk, start):
   """
   blk = blk.astype(a.dtype)
   if not _packed(a):
-    return jax.lax.dynamic_update_slice_in_dim(a, blk, start, 0)
-  out = jax.lax.dynamic_update_slice_in_dim(_bits(a), _bits(blk), start, 0)
+    return jax.lax.dynamic_update_slice_in_dim(a, blk, start, axis)
+  out = jax.lax.dynamic_update_slice_in_dim(_bits(a), _bits(blk), start, axis)
   return jax.lax.bitcast_convert_type(out, a.dtype)
 
 
-def _gather(a, idx, *salt):
-  """Rows ``a[idx]`` inside a loop body (narrow floats as ``uint16`` bits on
-  CPU, see ``_take``)."""
+def _gather(a, idx, *salt, axis=0):
+  """Rows ``a[idx]`` (``axis=1``: columns) inside a loop body (narrow floats
+  as ``uint16`` bits on CPU, see ``_take``)."""
   if not _packed(a):
-    return jnp.take(a, idx, axis=0, mode="clip")
+    return jnp.take(a, idx, axis=axis, mode="clip")
   idx, _, a = jax.lax.optimization_barrier((idx, salt, a))
-  blk = jnp.take(_bits(a), idx, axis=0, mode="clip")
+  blk = jnp.take(_bits(a), idx, axis=axis, mode="clip")
   return jax.lax.bitcast_convert_type(blk, a.dtype)
 
 
-def _scatter(a, blk, idx):
-  """``a`` with rows ``idx`` (distinct) set to ``blk`` (cast), in place.
+def _scatter(a, blk, idx, axis=0):
+  """``a`` with rows ``idx`` (distinct; ``axis=1``: columns) set to ``blk``
+  (cast), in place.
 
   Narrow floats on CPU: XLA:CPU fuses no bit-cast into a scatter (the
   ``uint16`` view of ``a`` would be a whole-array copy), so the rows are
   written one by one with ``_put``, whose dynamic-update-slice stays in place.
   """
   if not _packed(a):
-    return a.at[idx].set(blk.astype(a.dtype), unique_indices=True,
-                         mode="promise_in_bounds")
+    return a.at[(slice(None),) * axis + (idx,)].set(
+        blk.astype(a.dtype), unique_indices=True, mode="promise_in_bounds")
   return jax.lax.fori_loop(
       0, idx.shape[0],
-      lambda r, a: _put(a, jax.lax.dynamic_slice_in_dim(blk, r, 1), idx[r]),
+      lambda r, a: _put(a, jax.lax.dynamic_slice_in_dim(blk, r, 1, axis),
+                        idx[r], axis),
       a)
 
 
@@ -236,7 +239,7 @@ def _forward_stats(x, w, labels_eff, bias, k, hp, bt, bv, row_ok=None):
   blocks run in a loop and the ``V % bv`` tail once after it: no column is
   ever masked, so a tile is read by the reductions straight out of its GEMM.
   """
-  n, v = x.shape[0], w.shape[0]
+  n, v = x.shape[0], _math.vocab_size(w, hp.weight_layout)
   nt = _cdiv(n, bt)
   n_full, tail = divmod(v, bv)
   axes = varying_axes(x, w, labels_eff, bias, k)
@@ -253,9 +256,10 @@ def _forward_stats(x, w, labels_eff, bias, k, hp, bt, bv, row_ok=None):
     def vocab_block(carry, j, v0, size):
       m, l, sy, sw, la = carry
       sl_v = lambda a: jax.lax.dynamic_slice_in_dim(a, v0, size)
-      w_blk = _take(w, v0, size, i, j)
+      w_blk = _take(w, v0, size, i, j,
+                    axis=_math.vocab_axis(hp.weight_layout))
       s = _math.tile_logits(x_blk, w_blk, None if bias is None else sl_v(bias),
-                            hp.softcap)
+                            hp.softcap, layout=hp.weight_layout)
       dy, dw_ = _math.target_and_weighted_sum(
           s, y_blk, v0 + jnp.arange(size), sl_v(k), hp.label_smoothing)
       m, l = _math.online_lse_update(m, l, s)
@@ -310,9 +314,11 @@ def _backward_grads(x, w, labels_eff, bias, k, lse, alpha, beta, gamma, hp,
   ``order[j bv:(j + 1) bv]``: gathered rows in, scattered ``dW`` / ``db`` rows
   out.
   """
-  n, v = x.shape[0], w.shape[0]
+  n, v = x.shape[0], _math.vocab_size(w, hp.weight_layout)
   nt = _cdiv(n, bt)
   axes = varying_axes(x, w, labels_eff, bias, k, lse, alpha, beta, gamma)
+  layout = hp.weight_layout
+  ax = _math.vocab_axis(layout)
   cdt = x.dtype
   out_b = None if bias is None else bias.dtype
   bias = _bias_f32(bias)
@@ -321,12 +327,12 @@ def _backward_grads(x, w, labels_eff, bias, k, lse, alpha, beta, gamma, hp,
     """``dX`` updated with vocab block ``[v0, v0 + size)`` (of ``order`` when
     given); its f32 dW, db rows."""
     if order is None:
-      w_blk = _take(w, v0, size, j)
+      w_blk = _take(w, v0, size, j, axis=ax)
       sl_v = lambda a: jax.lax.dynamic_slice_in_dim(a, v0, size)
       cols = v0 + jnp.arange(size)
     else:
       cols = jax.lax.dynamic_slice_in_dim(order, v0, size)   # class ids
-      w_blk = _gather(w, cols, j)
+      w_blk = _gather(w, cols, j, axis=ax)
       sl_v = lambda a: jnp.take(a, cols, axis=0, mode="clip")
     b_blk = None if bias is None else sl_v(bias)
     k_blk = sl_v(k)
@@ -337,16 +343,15 @@ def _backward_grads(x, w, labels_eff, bias, k, lse, alpha, beta, gamma, hp,
       sl = lambda a: jax.lax.dynamic_slice_in_dim(a, t0, bt)
       x_blk = _take(x, t0, bt, i, j)
       mask = lambda a: jnp.where(own_rows, sl(a), 0.0)
-      s = _math.tile_logits(x_blk, w_blk, b_blk, hp.softcap)
+      s = _math.tile_logits(x_blk, w_blk, b_blk, hp.softcap, layout=layout)
       onehot = sl(labels_eff)[:, None] == cols[None, :]
       d, filt = _math.tile_grad(s, sl(lse), mask(alpha), mask(beta),
                                 mask(gamma), onehot, k_blk, hp)
 
       def gemms(d):
         dc = d.astype(cdt)
-        return (jnp.dot(dc, w_blk, preferred_element_type=F32),
-                jax.lax.dot_general(dc, x_blk, (((0,), (0,)), ((), ())),
-                                    preferred_element_type=F32),
+        return (_math.dx_tile(dc, w_blk, layout),
+                _math.dw_tile(dc, x_blk, layout),
                 None if db_blk is None else jnp.sum(d, axis=0))
 
       if eps is None:
@@ -361,7 +366,9 @@ def _backward_grads(x, w, labels_eff, bias, k, lse, alpha, beta, gamma, hp,
       dx = jax.lax.dynamic_update_slice_in_dim(dx, sl(dx) + dx_t, t0, 0)
       return (dx, dw_blk + dw_t, None if db_blk is None else db_blk + db_t)
 
-    init = (dx,) + _vary((jnp.zeros((size, w.shape[1]), F32),
+    d_model = x.shape[1]
+    dw_shape = (size, d_model) if layout == "vd" else (d_model, size)
+    init = (dx,) + _vary((jnp.zeros(dw_shape, F32),
                           None if bias is None else jnp.zeros((size,), F32)),
                          axes)
     return jax.lax.fori_loop(0, nt, token_block, init)
@@ -370,12 +377,12 @@ def _backward_grads(x, w, labels_eff, bias, k, lse, alpha, beta, gamma, hp,
     dx, dw, db = carry
     dx, dw_blk, db_blk = block_grads(dx, j, v0, size)
     if order is None:
-      dw = _put(dw, dw_blk, v0)
+      dw = _put(dw, dw_blk, v0, ax)
       if db is not None:
         db = jax.lax.dynamic_update_slice_in_dim(db, db_blk, v0, 0)
     else:
       idx = jax.lax.dynamic_slice_in_dim(order, v0, size)
-      dw = _scatter(dw, dw_blk, idx)
+      dw = _scatter(dw, dw_blk, idx, ax)
       if db is not None:
         db = _scatter(db, db_blk, idx)
     return dx, dw, db
@@ -394,13 +401,13 @@ def _backward_grads(x, w, labels_eff, bias, k, lse, alpha, beta, gamma, hp,
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9, 10))
 def _rows(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv, eps,
           sort=False):
-  k = _class_weights(class_weights, w.shape[0])
+  k = _class_weights(class_weights, _math.vocab_size(w, hp.weight_layout))
   return _forward(x, w, labels, bias, k, hp, ignore_index, bt, bv)[:2]
 
 
 def _rows_fwd(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv, eps,
               sort=False):
-  k = _class_weights(class_weights, w.shape[0])
+  k = _class_weights(class_weights, _math.vocab_size(w, hp.weight_layout))
   loss, lse, la = _forward(x, w, labels, bias, k, hp, ignore_index, bt, bv,
                            sort=sort and eps is not None)
   return (loss, lse), (x, w, bias, class_weights, labels, lse, la)
@@ -410,7 +417,7 @@ def _rows_bwd(hp, ignore_index, bt, bv, eps, sort, res, cts):
   x, w, bias, class_weights, labels, lse, la = res
   del sort   # la is None unless sorting applies
   g, h = cts
-  k = _class_weights(class_weights, w.shape[0])
+  k = _class_weights(class_weights, _math.vocab_size(w, hp.weight_layout))
   order = _math.sorted_order(la)
   dx, dw, db = _backward(x, w, labels, bias, k, lse, g.astype(F32),
                          h.astype(F32), hp, ignore_index, bt, bv, eps, order)
@@ -431,7 +438,7 @@ def rows(x, w, labels, bias, class_weights, *, hp: _math.Hyper, ignore_index,
   per-class logit average; ignored when ``filter_eps`` is None.
   """
   del unused
-  n, v = x.shape[0], w.shape[0]
+  n, v = x.shape[0], _math.vocab_size(w, hp.weight_layout)
   bt, bv = block_sizes(n, v, block_tokens, block_vocab)
   return _rows(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv,
                filter_eps, bool(vocab_sorting))

@@ -29,13 +29,21 @@ from diversity_jax.kernels.linear_cross_entropy.xla_chunked import F32
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _block
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _cdiv
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _class_weights
+from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _rows
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import block_sizes
+from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _sum_to_primal
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _take
+from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _vary
+from diversity_jax.kernels.linear_cross_entropy.xla_chunked import varying_axes
 
 
 def _fused_forward(x, w, labels, invalid, bias, k, hp, ignore_index, reduction,
-                   bt, bv):
+                   bt, bv, weights=None):
   """Loss and (dX, dW, db) for a unit loss cotangent, token block by token block.
+
+  ``weights`` (N,) f32 or None: per-token loss weights (row ``i``'s loss and
+  gradient scaled by ``weights_i``; ``'mean'`` divides by ``sum_i weights_i
+  k_{y_i}`` over the non-ignored rows).
 
   Each block materializes its full-vocabulary ``(bt, V)`` f32 logits once:
   lse, loss and ``G`` come from the same tile, then ``dX_i = G W`` and
@@ -43,13 +51,14 @@ def _fused_forward(x, w, labels, invalid, bias, k, hp, ignore_index, reduction,
   Rows with an ``invalid`` label get NaN in their loss and cotangent, as the
   streaming paths' per-row loss gets in ``api.linear_cross_entropy``.
   """
-  n, v = x.shape[0], w.shape[0]
+  n, v = x.shape[0], _math.vocab_size(w, hp.weight_layout)
   nt = _cdiv(n, bt)
   valid = labels != ignore_index
   safe = jnp.where(valid, labels, 0)
   k_total = jnp.sum(k)
+  row_w = jnp.ones((n,), F32) if weights is None else weights
   if reduction == "mean":
-    denom = jnp.sum(jnp.where(valid, k[safe], 0.0))
+    denom = jnp.sum(jnp.where(valid, k[safe] * row_w, 0.0))
     scale = 1.0 / jnp.where(denom > 0, denom, 1.0)
   else:
     scale = jnp.ones((), F32)
@@ -61,7 +70,7 @@ def _fused_forward(x, w, labels, invalid, bias, k, hp, ignore_index, reduction,
     t0, _, own_rows = _block(i, n, bt)
     sl = lambda a: jax.lax.dynamic_slice_in_dim(a, t0, bt)
     x_blk = _take(x, t0, bt, i)
-    s = _math.tile_logits(x_blk, w, bias, hp.softcap)
+    s = _math.tile_logits(x_blk, w, bias, hp.softcap, layout=hp.weight_layout)
     y_blk = sl(labels_eff)
     v_blk = sl(valid) & own_rows
     m, l = _math.online_lse_update(jnp.full((bt,), -jnp.inf, F32),
@@ -72,79 +81,91 @@ def _fused_forward(x, w, labels, invalid, bias, k, hp, ignore_index, reduction,
     k_y = k[sl(safe)]
     bad = sl(invalid) & own_rows
     rows = label_range.nan_where_invalid(
-        _math.row_loss(lse, s_y, s_w, k_y, v_blk, hp, k_total), bad)
-    g = label_range.nan_where_invalid(jnp.full((bt,), scale, F32), bad)
+        _math.row_loss(lse, s_y, s_w, k_y, v_blk, hp, k_total) * sl(row_w),
+        bad)
+    g = label_range.nan_where_invalid(scale * sl(row_w), bad)
     alpha, beta, gamma = _math.grad_coefficients(g, None, lse, k_y, v_blk, hp,
                                                  k_total)
     onehot = y_blk[:, None] == cols[None, :]
     d, _ = _math.tile_grad(s, lse, alpha, beta, gamma, onehot, k, hp)
     dc = d.astype(x.dtype)
-    dx_t = jnp.dot(dc, w, preferred_element_type=F32)
+    dx_t = _math.dx_tile(dc, w, hp.weight_layout)
     old = jax.lax.dynamic_slice_in_dim(dx, t0, bt)
     dx = jax.lax.dynamic_update_slice_in_dim(
         dx, jnp.where(own_rows[:, None], dx_t, old), t0, 0)
-    dw = _accumulate_dw(dw, dc, x_blk, bv)
+    dw = _accumulate_dw(dw, dc, x_blk, bv, hp.weight_layout)
     if db is not None:
       db = db + jnp.sum(d, axis=0)
     return loss + jnp.sum(rows) * scale, dx, dw, db
 
   init = (jnp.zeros((), F32), jnp.zeros(x.shape, F32), jnp.zeros(w.shape, F32),
           None if bias is None else jnp.zeros((v,), F32))
+  # Inside jax.shard_map the carries vary over the inputs' mesh axes.
+  init = _vary(init, varying_axes(x, w, labels, invalid, bias, k, weights))
   return jax.lax.fori_loop(0, nt, token_block, init)
 
 
-def _accumulate_dw(dw, g, x_blk, bv):
-  """``dw + g^T x_blk`` (f32, ``g`` (T, V)) in vocab chunks of ``bv`` rows.
+def _accumulate_dw(dw, g, x_blk, bv, layout="vd"):
+  """``dw + g^T x_blk`` (f32, ``g`` (T, V)) in vocab chunks of ``bv`` rows
+  (``layout='dv'``: ``dw + x_blk^T g`` in chunks of ``bv`` columns).
 
   One (V, D) GEMM would materialize its full product before the add (an
   extra V x D f32 temporary and a whole-``dW`` add pass per token block);
   chunk by chunk each product is added in place.
   """
-  v = dw.shape[0]
+  ax = _math.vocab_axis(layout)
+  v = dw.shape[ax]
   bv = min(bv, v)
 
   def chunk(dw, v0, size):
     g_c = jax.lax.dynamic_slice_in_dim(g, v0, size, axis=1)
-    upd = jax.lax.dot_general(g_c, x_blk, (((0,), (0,)), ((), ())),
-                              preferred_element_type=F32)
+    upd = _math.dw_tile(g_c, x_blk, layout)
     return jax.lax.dynamic_update_slice_in_dim(
-        dw, jax.lax.dynamic_slice_in_dim(dw, v0, size) + upd, v0, 0)
+        dw, jax.lax.dynamic_slice_in_dim(dw, v0, size, ax) + upd, v0, ax)
 
   n_full, tail = divmod(v, bv)
   dw = jax.lax.fori_loop(0, n_full, lambda c, dw: chunk(dw, c * bv, bv), dw)
   return chunk(dw, n_full * bv, tail) if tail else dw
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9, 10))
-def _reduced(x, w, bias, class_weights, labels, invalid, hp, ignore_index,
-             reduction, bt, bv):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10, 11))
+def _reduced(x, w, bias, class_weights, labels, invalid, weights, hp,
+             ignore_index, reduction, bt, bv):
   loss, _ = _rows(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv,
                   None, False)
   loss = label_range.nan_where_invalid(loss, invalid)
+  row_w = jnp.ones_like(loss) if weights is None else weights
   if reduction == "sum":
-    return jnp.sum(loss)
-  k = _class_weights(class_weights, w.shape[0])
+    return jnp.sum(loss * row_w)
+  k = _class_weights(class_weights, _math.vocab_size(w, hp.weight_layout))
   valid = labels != ignore_index
-  denom = jnp.sum(jnp.where(valid, k[jnp.where(valid, labels, 0)], 0.0))
-  return jnp.sum(loss) / jnp.where(denom > 0, denom, 1.0)
+  denom = jnp.sum(jnp.where(valid, k[jnp.where(valid, labels, 0)] * row_w,
+                            0.0))
+  return jnp.sum(loss * row_w) / jnp.where(denom > 0, denom, 1.0)
 
 
-def _reduced_fwd(x, w, bias, class_weights, labels, invalid, hp, ignore_index,
-                 reduction, bt, bv):
-  k = _class_weights(class_weights, w.shape[0])
-  fb = max(1, min(n_fused_rows(w.shape[0]), bt, x.shape[0]))
+def _reduced_fwd(x, w, bias, class_weights, labels, invalid, weights, hp,
+                 ignore_index, reduction, bt, bv):
+  v = _math.vocab_size(w, hp.weight_layout)
+  k = _class_weights(class_weights, v)
+  fb = max(1, min(n_fused_rows(v), bt, x.shape[0]))
   loss, dx, dw, db = _fused_forward(x, w, labels, invalid, bias, k, hp,
-                                    ignore_index, reduction, fb, bv)
-  return loss, (dx, dw, db, class_weights)
+                                    ignore_index, reduction, fb, bv, weights)
+  # Empty slices of the primals carry their mesh-axis types to the backward.
+  empty = tuple(None if a is None else a[:0] for a in (x, w, bias))
+  return loss, (dx, dw, db, class_weights, weights, empty)
 
 
 def _reduced_bwd(hp, ignore_index, reduction, bt, bv, res, ct):
-  dx, dw, db, class_weights = res
+  dx, dw, db, class_weights, weights, empty = res
   ct = ct.astype(F32)
   dcw = None if class_weights is None else jnp.zeros_like(class_weights)
+  dtw = None if weights is None else jnp.zeros_like(weights)
   # The f32 residuals become the gradient buffers: XLA drops a unit scale and
   # scales in place otherwise (no V x D temporary; see _accumulate_dw).
-  return dx * ct, dw * ct, None if db is None else db * ct, dcw, None, None
+  grads = (dx * ct, dw * ct, None if db is None else db * ct)
+  dx, dw, db = _sum_to_primal(grads, empty)
+  return dx, dw, db, dcw, None, None, dtw
 
 
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
@@ -169,13 +190,14 @@ def fused_applies(x, w, bias, reduction, return_lse) -> bool:
 
 def reduced(x, w, labels, invalid, bias, class_weights, *, hp: _math.Hyper,
             ignore_index, reduction, block_tokens=None, block_vocab=None,
-            **unused):
+            weights=None, **unused):
   """Scalar ``'mean'``/``'sum'`` loss whose gradients are formed in the forward
   pass (6 N D V flops instead of 8); see ``fused_applies``. ``invalid`` (N,)
   bool marks rows whose (out-of-range) label makes their loss and gradient
-  NaN (``label_range``)."""
+  NaN (``label_range``); ``weights``: f32 per-token loss weights (N,) or
+  None."""
   del unused
-  n, v = x.shape[0], w.shape[0]
+  n, v = x.shape[0], _math.vocab_size(w, hp.weight_layout)
   bt, bv = block_sizes(n, v, block_tokens, block_vocab)
-  return _reduced(x, w, bias, class_weights, labels, invalid, hp, ignore_index,
-                  reduction, bt, bv)
+  return _reduced(x, w, bias, class_weights, labels, invalid, weights, hp,
+                  ignore_index, reduction, bt, bv)

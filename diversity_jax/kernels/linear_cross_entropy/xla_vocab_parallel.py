@@ -58,7 +58,8 @@ def _vp_forward(x, w, labels, bias, class_weights, hp, ignore_index, bt, bv,
   """Global per-row ``(loss, lse)``; with ``sort`` also this shard's logit
   average ``LA`` (V_local,) over the valid rows (vocab sorting), else None."""
   valid, _, local, k, k_y, k_total = _vp_class_totals(
-      class_weights, labels, ignore_index, w.shape[0], hp, axis_name)
+      class_weights, labels, ignore_index,
+      _math.vocab_size(w, hp.weight_layout), hp, axis_name)
   stats = _forward_stats(x, w, local, bias, k, hp, bt, bv,
                          row_ok=valid if sort else None)
   lse_loc, s_y, s_w = stats[:3]
@@ -91,7 +92,8 @@ def _rows_vp_bwd(hp, ignore_index, bt, bv, eps, axis_name, sort, res, cts):
   del sort   # la is None unless sorting applies
   g, h = cts
   valid, _, local, k, k_y, k_total = _vp_class_totals(
-      class_weights, labels, ignore_index, w.shape[0], hp, axis_name)
+      class_weights, labels, ignore_index,
+      _math.vocab_size(w, hp.weight_layout), hp, axis_name)
   alpha, beta, gamma = _math.grad_coefficients(
       g.astype(F32), h.astype(F32), lse, k_y, valid, hp, k_total)
   dx, dw, db = _backward_grads(x, w, local, bias, k, lse, alpha, beta, gamma,
@@ -130,7 +132,7 @@ def rows_vocab_parallel(x, w, labels, bias, class_weights, *,
   shards, so ``dW`` stays local and in place.
   """
   del unused
-  n, v = x.shape[0], w.shape[0]
+  n, v = x.shape[0], _math.vocab_size(w, hp.weight_layout)
   bt, bv = block_sizes(n, v, block_tokens, block_vocab)
   return _rows_vp(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv,
                   filter_eps, axis_name, bool(vocab_sorting))
