@@ -37,6 +37,12 @@ The trainer's step is always::
   eliminates it under ``jit``.)
 * ``key``: this step's PRNG key, ``jax.random.fold_in(base_key, step)``.
   Only Hutchinson uses it; the others ignore it.
+* ``value`` (optional; optax's name for the current loss, as
+  ``optax.contrib.reduce_on_plateau`` takes it): the scalar loss at
+  ``params``. :func:`sam` and :func:`gsam` use it for ``state.sharpness``
+  instead of a forward at ``params`` (which XLA otherwise merges with the
+  trainer's forward under ``jit``); :func:`every_k_steps` computes it
+  outside its ``lax.cond``, where that merge happens.
 * Every rule accepts and ignores extra arguments it does not use
   (``optax.chain`` passes all of them to every member); a missing required
   one raises a ``TypeError`` naming it at trace time.

@@ -92,8 +92,10 @@ class AscentResult(NamedTuple):
 class Ascent:
   """The perturbation options of a SAM-family rule, validated once.
 
-  ``Ascent(fn, adaptive=..., ...)(grads, params, loss_fn, batch, rho)``
-  computes one :class:`AscentResult`; ``fn`` names the rule in errors.
+  ``Ascent(fn, adaptive=..., ...)(grads, params, loss_fn, batch, rho,
+  value)`` computes one :class:`AscentResult` (``value``: the loss at
+  ``params`` if the caller has it, else one forward); ``fn`` names the rule
+  in errors.
   ``uses_grad_scale``: the rule uses ``g``'s magnitude, not only its
   direction (GSAM); under ``batch_axis_name`` an already-reduced ``grads``
   is then recomputed per shard, so ``g`` is the mean of the per-shard
@@ -138,12 +140,13 @@ class Ascent:
       return tree
     return jax.lax.pmean(tree, self.batch_axis_name)
 
-  def __call__(self, updates, params, loss_fn, batch, rho) -> AscentResult:
+  def __call__(self, updates, params, loss_fn, batch, rho,
+               value=None) -> AscentResult:
     fn, axis = self.fn, self.batch_axis_name
     _common.require_protocol(fn, params, loss_fn, batch)
     _common.check_grads_match(fn, updates, params)
 
-    def value(p):
+    def loss_at(p):
       return _common.call_loss(fn, loss_fn, p, batch)
 
     g = _common.f32(updates)
@@ -152,7 +155,7 @@ class Ascent:
         # Already-reduced gradients (shard_map's check_vma autodiff psums the
         # gradient of replicated params, so their scale is the trainer's):
         # recompute the per-shard gradient.
-        g = _common.f32(jax.grad(lambda p: value(p)[0])(
+        g = _common.f32(jax.grad(lambda p: loss_at(p)[0])(
             _varying(params, axis)))
       if varies(g, axis) and not self.m_sharpness:
         g = jax.lax.pmean(g, axis)
@@ -172,11 +175,16 @@ class Ascent:
     if axis is not None:
       # Per-shard gradient at w + e (varying params: no implicit psum).
       adv_params = _varying(adv_params, axis)
-    (adv_loss, _), adv_grads = jax.value_and_grad(value, has_aux=True)(
+    (adv_loss, _), adv_grads = jax.value_and_grad(loss_at, has_aux=True)(
         adv_params)
-    loss, _ = value(params)
+    if value is None:            # XLA merges it with the trainer's forward
+      value, _ = loss_at(params)
+    elif jnp.ndim(value) != 0:
+      checks._fail(fn, f"the extra argument `value` must be the scalar loss "
+                   f"at params, got shape {jnp.shape(value)}")
     return AscentResult(g=g, perturbed_grads=_common.f32(adv_grads),
-                        loss=loss, perturbed_loss=adv_loss, norm=norm)
+                        loss=jnp.asarray(value, jnp.float32),
+                        perturbed_loss=adv_loss, norm=norm)
 
   def reduced_norm(self, norm):
     """``norm`` averaged over shards when it is per shard."""

@@ -75,7 +75,9 @@ def gsam(learning_rate: optax.ScalarOrSchedule, *, rho_max: float = 0.6,
   + alpha (g_p - <g_p, g> g / ||g||^2)``.
 
   Cost: as :func:`sam` (the trainer's forward+backward plus one at ``w +
-  e``); the decomposition adds two inner products and a norm. Mixed
+  e``; the optional extra argument ``value``, the loss at ``w``, is used
+  for ``state.sharpness``); the decomposition adds two inner products and
+  two norms. Mixed
   precision: ``e``, ``w + e`` and the decomposition are computed in f32
   (norms scaled, so bf16 gradients neither overflow nor underflow), ``w +
   e`` is cast to the params' dtypes for ``loss_fn``, and the update is
@@ -121,11 +123,8 @@ def gsam(learning_rate: optax.ScalarOrSchedule, *, rho_max: float = 0.6,
   Example:
     >>> import jax, jax.numpy as jnp, optax
     >>> from diversity_jax import transforms
-    >>> def loss_fn(w, batch):
-    ...   x, y = batch
-    ...   return jnp.mean((x @ w - y) ** 2)
-    >>> w = jnp.array([0.5, -0.3])
-    >>> batch = (jnp.array([[1.0, 2.0], [0.5, -1.0]]), jnp.array([1.0, 0.0]))
+    >>> loss_fn = lambda w, x: jnp.mean(jnp.log1p(jnp.exp(-x @ w)))
+    >>> w, x = jnp.array([0.5, -0.3]), jnp.array([[1.0, 2.0], [0.5, -1.0]])
     >>> lr = optax.linear_schedule(0.1, 0.001, transition_steps=100)
     >>> tx = optax.chain(
     ...     transforms.gsam(lr, rho_max=0.05, rho_min=0.01, alpha=0.3,
@@ -133,8 +132,8 @@ def gsam(learning_rate: optax.ScalarOrSchedule, *, rho_max: float = 0.6,
     ...     optax.sgd(lr))
     >>> state = tx.init(w)
     >>> for _ in range(2):
-    ...   g = jax.grad(loss_fn)(w, batch)
-    ...   u, state = tx.update(g, state, w, loss_fn=loss_fn, batch=batch)
+    ...   u, state = tx.update(jax.grad(loss_fn)(w, x), state, w,
+    ...                        loss_fn=loss_fn, batch=x)
     ...   w = optax.apply_updates(w, u)
     >>> rho = optax.tree_utils.tree_get(state, 'rho')   # the 2nd step's rho_1
     >>> print(round(float(rho), 6))   # 0.01 + 0.04 (0.09901 - 0.001) / 0.099
@@ -162,16 +161,16 @@ def gsam(learning_rate: optax.ScalarOrSchedule, *, rho_max: float = 0.6,
     authors' PyTorch code (juntang-zhuang/GSAM ``gsam/gsam.py``).
   """
   fn = "gsam"
-  for name, value in (("rho_max", rho_max), ("rho_min", rho_min),
-                      ("alpha", alpha)):
-    checks.check_nonnegative(value, name, fn)
+  for name, v in (("rho_max", rho_max), ("rho_min", rho_min),
+                  ("alpha", alpha)):
+    checks.check_nonnegative(v, name, fn)
   ascent = _ascent.Ascent(fn, adaptive=adaptive, eta=eta,
                           adaptive_mask=adaptive_mask,
                           batch_axis_name=batch_axis_name,
                           m_sharpness=m_sharpness, uses_grad_scale=True)
   if callable(learning_rate):
-    for name, value in (("lr_max", lr_max), ("lr_min", lr_min)):
-      if value is None:
+    for name, v in (("lr_max", lr_max), ("lr_min", lr_min)):
+      if v is None:
         checks._fail(fn, f"`{name}` is required when `learning_rate` is a "
                      "schedule (rho_t = rho_min + (rho_max - rho_min) "
                      "(lr_t - lr_min) / (lr_max - lr_min))", TypeError)
@@ -202,10 +201,10 @@ def gsam(learning_rate: optax.ScalarOrSchedule, *, rho_max: float = 0.6,
                      perturbed_loss=z, grad_norm=z)
 
   def update_fn(updates, state, params=None, *, loss_fn=None, batch=None,
-                **extra):
+                value=None, **extra):
     del extra
     rho = rho_at(state.count)
-    a = ascent(updates, params, loss_fn, batch, rho)
+    a = ascent(updates, params, loss_fn, batch, rho, value)
     if m_sharpness:
       out = ascent.mean(combine(a.g, a.perturbed_grads))
     else:

@@ -63,7 +63,8 @@ def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
   optax.sgd(0.1))``. Cost: the trainer's forward+backward plus one
   forward+backward at ``w + e`` plus one forward at ``w`` (for
   ``state.sharpness``; identical to the trainer's forward, so XLA's CSE
-  removes it under ``jit``): 2 passes. The diagnostics are readable from a
+  removes it under ``jit``; none when the extra argument ``value``, the
+  loss at ``w``, is passed): 2 passes. The diagnostics are readable from a
   chain's state with ``optax.tree_utils.tree_get(opt_state, 'sharpness')``
   (likewise ``'perturbed_loss'``, ``'grad_norm'``).
 
@@ -172,9 +173,9 @@ def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
     return SAMState(sharpness=z, perturbed_loss=z, grad_norm=z)
 
   def update_fn(updates, state, params=None, *, loss_fn=None, batch=None,
-                **extra):
+                value=None, **extra):
     del state, extra
-    a = ascent(updates, params, loss_fn, batch, rho)
+    a = ascent(updates, params, loss_fn, batch, rho, value)
     adv_grads, sharpness, adv_loss = ascent.mean(
         (a.perturbed_grads, a.perturbed_loss - a.loss, a.perturbed_loss))
     new_state = SAMState(sharpness=sharpness, perturbed_loss=adv_loss,

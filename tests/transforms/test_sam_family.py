@@ -254,8 +254,10 @@ def test_every_k_steps_advances_gsam_schedule_and_skips_the_passes():
     if t % k == 0:   # rho of the rule's step t
       np.testing.assert_allclose(
           float(s.inner.rho), 0.02 + 0.18 * (lr - 0.03) / 0.27, rtol=1e-5)
-  assert per_step[1] == per_step[2] == per_step[4] == 1   # trainer's only
-  assert per_step[0] == per_step[3] > 1
+  # Between: the trainer's gradient and the wrapper's L(w) (its `value`);
+  # rule steps add GSAM's gradient at w + e, and nothing else.
+  assert per_step[1] == per_step[2] == per_step[4] == 2
+  assert per_step[0] == per_step[3] == 3
 
 
 # ----------------------------------------------------------------------------
@@ -455,3 +457,26 @@ def test_bf16_params_and_activations_track_the_f32_rule(make):
 def test_bad_hyperparameters_raise_naming_them(make, error, match):
   with pytest.raises(error, match=match):
     make()
+
+
+@pytest.mark.parametrize("make", [lambda: transforms.sam(0.1),
+                                  lambda: transforms.gsam(0.1, rho_max=0.1)],
+                         ids=["sam", "gsam"])
+def test_value_extra_argument_replaces_the_forward_at_w(make):
+  params, x, y = _problem(5)
+  p = _to_jax(params)
+  batch = (jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32))
+  loss, g = jax.value_and_grad(_jax_loss)(p, batch)
+  tx = make()
+  upd = lambda **kw: tx.update(g, tx.init(p), p, loss_fn=_jax_loss,
+                               batch=batch, **kw)
+  u1, s1 = upd()
+  u2, s2 = upd(value=loss)
+  np.testing.assert_array_equal(tl.flat(u1), tl.flat(u2))
+  np.testing.assert_allclose(float(s2.sharpness), float(s1.sharpness),
+                             rtol=1e-6, atol=1e-8)
+  u3, s3 = upd(value=loss + 1.0)         # the passed value is what is used
+  np.testing.assert_allclose(float(s3.sharpness), float(s1.sharpness) - 1.0,
+                             rtol=1e-5)
+  with pytest.raises(ValueError, match="`value`"):
+    upd(value=jnp.ones(2))
