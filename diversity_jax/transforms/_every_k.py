@@ -3,7 +3,7 @@
 Per step ``t`` (``g = grads``, ``u`` = the rule's update)::
 
   t % k == 0:  u   = rule(g)            (the rule's extra passes)
-               v   = u - <u, g> g / ||g||^2      (stored)
+               v   = u - <u, g> g / ||g||^2      (v / ||v|| stored)
   otherwise:   u   = g + alpha ||g|| / ||v|| v   (between='looksam')
                u   = g                          (between='gradient')
 """
@@ -26,8 +26,8 @@ class EveryKStepsState(NamedTuple):
 
   Attributes:
     step: number of updates taken (the rule runs when ``step % k == 0``).
-    direction: ``v``, the component of the rule's last update orthogonal to
-      its gradient (params' dtypes); ``()`` with ``between='gradient'`` or
+    direction: ``v / ||v||``, the unit component of the rule's last update
+      orthogonal to its gradient (params' dtypes; 0 when ``v = 0``); ``()`` with ``between='gradient'`` or
       ``k = 1``.
     inner: the rule's state, as of its last computed step (its ``count``
       fields advance every step).
@@ -78,14 +78,20 @@ def every_k_steps(rule: optax.GradientTransformationExtraArgs, k: int, *,
   (:func:`gsam`'s schedule counter), which advance every step. ``v`` is
   computed in f32 (scaled norms: bf16 gradients neither overflow nor
   underflow; the rule receives the gradient in f32 and so returns its
-  update in f32) and stored in the params' dtypes; the update is returned
+  update in f32) and stored, as ``v / ||v||``, in the params' dtypes; the update is returned
   in the gradients' dtypes. With bf16 gradients ``v`` is the difference of
   two nearly parallel bf16 vectors, each rounded to ~0.4%: when ``||v||``
   is ~1% of ``||u||`` (small ``rho``) bf16 rounding is a large part of it,
   and the reuse step rescales it to ``alpha ||g||``; keep the gradients in
-  f32 for LookSAM with a small ``rho``. Cost per step on average: ``1 + (c - 1) / k`` plain
-  steps for a rule costing ``c`` (``c = 2`` for SAM), plus a few
-  elementwise passes.
+  f32 for LookSAM with a small ``rho``.
+
+  Cost per step on average: ``1 + (c - 1) / k`` plain steps for a rule
+  costing ``c`` (``c = 2`` for SAM), plus a few elementwise passes: the
+  loss at ``w`` is computed outside the ``cond`` (where XLA merges it with
+  the trainer's forward) and given to the rule as the extra argument
+  ``value``. Under ``shard_map`` with the rule's ``batch_axis_name``, pass
+  the reduced (replicated) gradients: the steps in between return ``g``
+  itself.
 
   Args:
     rule: the SAM-family rule (an ``optax.GradientTransformationExtraArgs``
@@ -155,7 +161,10 @@ def every_k_steps(rule: optax.GradientTransformationExtraArgs, k: int, *,
       u, inner = rule.update(g, state.inner, params, **extra)
       if store:
         v = _common.orthogonal_part(_common.f32(u), g)
-        direction = optax.tree.cast_like(v, state.direction)
+        norm = numerics.tree_l2_norm(v)
+        direction = optax.tree.cast_like(
+            jax.tree_util.tree_map(lambda l: numerics.safe_divide(l, norm),
+                                   v), state.direction)
       else:
         direction = state.direction
       return optax.tree.cast_like(u, updates), inner, direction
@@ -164,10 +173,9 @@ def every_k_steps(rule: optax.GradientTransformationExtraArgs, k: int, *,
       inner = _advance_counts(state.inner)
       if not store:
         return updates, inner, state.direction
-      g, v = _common.f32(updates), _common.f32(state.direction)
-      scale = alpha * numerics.safe_divide(numerics.tree_l2_norm(g),
-                                           numerics.tree_l2_norm(v))
-      u = optax.tree.add_scale(g, scale, v)
+      g = _common.f32(updates)
+      u = optax.tree.add_scale(g, alpha * numerics.tree_l2_norm(g),
+                               _common.f32(state.direction))
       return optax.tree.cast_like(u, updates), inner, state.direction
 
     if k == 1:

@@ -370,8 +370,8 @@ def test_bf16_update_is_the_f32_computation_rounded_to_bf16(name, scale):
 
 @pytest.mark.parametrize("scale", [1e30, 1e-30])
 def test_bf16_every_k_steps_reuse_step(scale):
-  """LookSAM's reuse step in bf16: v from the SAM step (stored in bf16),
-  then ``g + alpha ||g|| / ||v|| v``."""
+  """LookSAM's reuse step in bf16: v from the SAM step (v / ||v|| stored in
+  bf16), then ``g + alpha ||g|| / ||v|| v``."""
   w, g0, wb, g0b = _mixed_inputs(scale, seed=1)
   _, g1, _, g1b = _mixed_inputs(scale, seed=2)
   tx = transforms.every_k_steps(transforms.sam(RHO), 2, alpha=ALPHA)
@@ -380,10 +380,11 @@ def test_bf16_every_k_steps_reuse_step(scale):
   sam_u = _ref_perturbed(w, g0)
   _assert_bf16_within_one_ulp(u0, sam_u)
   v = _lin((1.0, sam_u), (-_dot(sam_u, g0) / _dot(g0, g0), g0))
-  _assert_bf16_within_one_ulp(s.direction, v)
-  v = {k: _f64(_bf16(x)) for k, x in v.items()}
+  unit = {k: x / _norm(v) for k, x in v.items()}
+  _assert_bf16_within_one_ulp(s.direction, unit)
+  unit = {k: _f64(_bf16(x)) for k, x in unit.items()}   # stored in bf16
   _assert_bf16_within_one_ulp(
-      u1, _lin((1.0, g1), (ALPHA * _norm(g1) / _norm(v), v)))
+      u1, _lin((1.0, g1), (ALPHA * _norm(g1), unit)))
 
 
 def _bf16_mlp_loss(p, batch):

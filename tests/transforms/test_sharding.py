@@ -53,8 +53,11 @@ def test_sharded_step_equals_single_device(name, mesh):
     p_sh, s_sh, _ = step(p_sh, s_sh, sharded, key)
   np.testing.assert_allclose(tl.flat(p_sh), tl.flat(p_ref), rtol=1e-5,
                              atol=1e-6)
+  # every_k_steps stores v / ||v||, v a small difference of two gradients:
+  # the normalization scales reduction-order rounding by ||u|| / ||v||.
+  atol = 1e-4 if name == "every_k_steps" else 1e-6
   np.testing.assert_allclose(tl.flat(s_sh), tl.flat(s_ref), rtol=1e-5,
-                             atol=1e-6)
+                             atol=atol)
 
 
 def _shard_map_update(tx, mesh, params, batch):
@@ -171,3 +174,39 @@ def test_gsam_shard_map_global_and_m_sharpness(mesh):
     u = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P("data")),
                               out_specs=P()))(replicated, sharded)
     np.testing.assert_allclose(tl.flat(u), expected, rtol=2e-5, atol=2e-6)
+
+
+def test_every_k_steps_in_shard_map_equals_single_device(mesh):
+  """Three steps of every_k_steps(sam(batch_axis_name=...), 2) inside
+  shard_map (reduced grads) give the single-device steps."""
+  params = tl.init_mlp()
+  batch = tl.make_batch(n=16)
+
+  def run(tx, step):
+    p, s = params, tx.init(params)
+    for _ in range(3):
+      p, s = step(tx, p, s)
+    return p
+
+  def single(tx, p, s):
+    g = jax.grad(lambda q: tl.ce_loss_fn(q, batch)[0])(p)
+    u, s = jax.jit(lambda g, s, p: tx.update(g, s, p, loss_fn=tl.ce_loss_fn,
+                                             batch=batch))(g, s, p)
+    return optax.apply_updates(p, u), s
+
+  def sharded(tx, p, s):
+    def local(p, s, b):
+      g = jax.grad(lambda q: tl.ce_loss_fn(q, b)[0])(p)
+      g = jax.tree_util.tree_map(lambda x: x / 8.0, g)         # psum / 8
+      u, s = tx.update(g, s, p, loss_fn=tl.ce_loss_fn, batch=b)
+      return optax.apply_updates(p, u), s
+    f = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P("data")),
+                      out_specs=(P(), P()))
+    return jax.jit(f)(p, s, jax.device_put(
+        batch, NamedSharding(mesh, P("data"))))
+
+  expected = run(transforms.every_k_steps(transforms.sam(0.1), 2), single)
+  got = run(transforms.every_k_steps(
+      transforms.sam(0.1, batch_axis_name="data"), 2), sharded)
+  np.testing.assert_allclose(tl.flat(got), tl.flat(expected), rtol=1e-5,
+                             atol=1e-6)
