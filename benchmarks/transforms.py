@@ -7,10 +7,12 @@ Same MLP, batch and SGD for every rule; the JAX steps follow the protocol of
 ``diversity_jax.transforms`` (trainer's value_and_grad + ``tx.update``) in one
 ``jax.jit``. Rules are timed round-robin (``--rounds`` rounds of ``--iters``
 steps each) and each ratio is the median over rounds of rule / plain, so load
-from other jobs hits numerator and denominator alike. ``every_k_steps`` rows
-(``sam_k*``) continue their state across rounds: with ``--iters`` a multiple
-of ``k`` every round holds the same number of SAM steps; their ``dots``
-count the compiled step's both ``lax.cond`` branches, i.e. a SAM step. The PyTorch part times
+from other jobs hits numerator and denominator alike. Every round starts
+from the same state, so with ``--iters`` a multiple of ``k`` each round of an
+``every_k_steps`` row (``sam_k*``) holds ``iters / k`` SAM steps; the
+``k5_*`` rows hold their state at a SAM step or at a step in between,
+timing that kind of step alone. ``dots`` counts both ``lax.cond`` branches
+of the compiled step, i.e. a SAM step. The PyTorch part times
 DomainBed-style implementations of the same rules on the same MLP (torch CPU);
 it runs in-process when ``torch`` imports, else through ``--torch-python``
 (an interpreter that has torch), else it prints "torch not installed".
@@ -56,7 +58,13 @@ RULES = [
     ("sam_k2", "mean 1.5: SAM on 1 step in 2, LookSAM reuse between"),
     ("sam_k5", "mean 1.2: SAM on 1 step in 5, LookSAM reuse between"),
     ("sam_k5_grad", "mean 1.2: SAM on 1 step in 5, plain gradient between"),
+    ("k5_sam_step", "2: a sam_k5 SAM step alone (state held at step 0)"),
+    ("k5_between", "1: a sam_k5 step in between alone (held at step 1)"),
+    ("k5g_between", "1: a sam_k5_grad step in between alone"),
 ]
+# every_k_steps rows timed on one kind of step: their state is held at this
+# step count.
+HELD = {"k5_sam_step": 0, "k5_between": 1, "k5g_between": 1}
 DOMAIN_RULES = {"hgp", "hutchinson"}
 # Rules with a PyTorch implementation below (the others print "-").
 TORCH_RULES = {"plain", "sam", "asam", "gnp_exact", "gnp_fd", "saf", "mesa",
@@ -122,6 +130,8 @@ def run_jax(rounds, iters):
       "sam_k5_grad": lambda: transforms.every_k_steps(
           transforms.sam(0.05), 5, between="gradient"),
   }
+  makers["k5_sam_step"] = makers["k5_between"] = makers["sam_k5"]
+  makers["k5g_between"] = makers["sam_k5_grad"]
 
   def make(name):
     tx = optax.chain(makers[name](), optax.sgd(0.01))
@@ -150,6 +160,8 @@ def run_jax(rounds, iters):
     for _ in range(2):
       p, s, loss = step(p, s, batches[n], key)
     jax.block_until_ready(loss)
+    if n in HELD:
+      s = optax.tree_utils.tree_set(s, step=jnp.asarray(HELD[n], jnp.int32))
     state[n] = (p, s)
   # Plain step on the domain batch too (HGP/Hutchinson ratio denominators
   # use the same example count; the flat and domain batches hold B each).
@@ -160,7 +172,8 @@ def run_jax(rounds, iters):
       p, s = state[n]
       t0 = time.perf_counter()
       for _ in range(iters):
-        p, s, loss = step(p, s, batches[n], key)
+        p, s_next, loss = step(p, s, batches[n], key)
+        s = s if n in HELD else s_next
       jax.block_until_ready((p, loss))
       times[n].append((time.perf_counter() - t0) / iters)
   return times, dots
