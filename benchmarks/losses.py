@@ -187,7 +187,7 @@ def _references(logits, labels):
               losses.ldr_kl(z, y, logit_transform="l1")))),
           (logits, labels), 1),
       "[ref] aldr_kl, no transform": (
-          "aldr_kl(logit_transform=None): the temperature update alone",
+          "aldr_kl(logit_transform=None): without the l1 normalization",
           jax.jit(jax.value_and_grad(lambda z, y, t: jnp.mean(
               losses.aldr_kl(z, y, t, logit_transform=None)[0]))),
           (logits, labels, jnp.ones((batch,), jnp.float32)), 1),
