@@ -193,7 +193,7 @@ def train(config, workdir: str) -> Dict[str, Any]:
                                           eval_only=True),
                     in_shardings=(shardings.params, rows_sharding))
 
-  trainer._check_same_run(config, workdir)  # pylint: disable=protected-access
+  trainer.check_same_run(config, workdir)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                     config.keep_checkpoints)
   meta = {"step": 0, "evals": []}
