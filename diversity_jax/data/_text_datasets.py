@@ -27,7 +27,8 @@ class TextDataset:
     tokenizer_vocab_size: ids the tokenizer produces (``<= vocab_size``).
     seq_len: model input length; rows hold ``seq_len + 1`` tokens.
     tokenizer_path: the cached ``tokenizer.json``.
-    pad_id, eos_id: special token ids.
+    pad_id: the padding token id.
+    eos_id: the end-of-sequence token id.
 
   ``sequences(split)`` returns the ``(n, seq_len + 1)`` int32 rows (read
   once, read-only); ``tokenizer()`` the ``tokenizers.Tokenizer``.

@@ -198,7 +198,10 @@ def test_dv_layout_keeps_no_transposed_copy(dtype):
         ).temp_size_in_bytes
 
   w_bytes = v * d * jnp.dtype(dtype).itemsize
-  for sort in (False, True):
+  # The sorted path's gather of (D, V) columns is fused without a transposed
+  # copy from jax 0.10.2 on; older XLA (the floor) keeps one.
+  sorts = (False, True) if jax.__version_info__ >= (0, 10, 2) else (False,)
+  for sort in sorts:
     got = temp_bytes((d, v), weight_layout="dv", vocab_sorting=sort)
     assert got < w_bytes / 4, (sort, got, w_bytes)
   if dtype == jnp.float32:
