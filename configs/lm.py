@@ -19,11 +19,14 @@ materialized`` computes the same loss with optax on the full logits.
 ``--config.dataset=tfds:<name>`` (with ``text_key``, ``train_split``,
 ``validation_split``, ``download=True``) trains on a TFDS text dataset.
 
-Expected runtime: about 11 minutes wall on 2 shared CPU cores (first run,
-including ~1.5 minutes to train the tokenizer and tokenize the corpus).
-Expected result: validation perplexity about 20 (see
-``runs/lm_stdlib/results.md``), against about 1,500 for the unigram model of
-the same tokenizer fitted on the train split.
+Expected runtime: 15 minutes of CPU time (all threads, first run included:
+~15 s to train the tokenizer and tokenize the corpus, ~20 s to compile),
+measured on a shared 2-core AMD EPYC (Zen 4); about 1.45 CPU-seconds per
+step of 16 x 128 tokens. Later runs reuse the built dataset.
+Expected result (seed 0, measured): validation perplexity 134.0 (4.898
+nats / token) after 600 steps, against 1,008.9 for the add-one unigram model
+of the same tokenizer fitted on the train split and 631.9 for the best
+possible unigram model of the validation split (its own counts).
 """
 
 import ml_collections
