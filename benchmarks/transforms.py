@@ -1,13 +1,18 @@
 """Step time of each training rule relative to the plain optimizer step.
 
-Run: ``python -m benchmarks.transforms [--rounds 7] [--iters 5]
+Run: ``python -m benchmarks.transforms [--rounds 7] [--iters 10]
 [--torch-python /path/to/python]``.
 
 Same MLP, batch and SGD for every rule; the JAX steps follow the protocol of
 ``diversity_jax.transforms`` (trainer's value_and_grad + ``tx.update``) in one
 ``jax.jit``. Rules are timed round-robin (``--rounds`` rounds of ``--iters``
 steps each) and each ratio is the median over rounds of rule / plain, so load
-from other jobs hits numerator and denominator alike. The PyTorch part times
+from other jobs hits numerator and denominator alike. Every round starts
+from the same state, so with ``--iters`` a multiple of ``k`` each round of an
+``every_k_steps`` row (``sam_k*``) holds ``iters / k`` SAM steps; the
+``k5_*`` rows hold their state at a SAM step or at a step in between,
+timing that kind of step alone. ``dots`` counts both ``lax.cond`` branches
+of the compiled step, i.e. a SAM step. The PyTorch part times
 DomainBed-style implementations of the same rules on the same MLP (torch CPU);
 it runs in-process when ``torch`` imports, else through ``--torch-python``
 (an interpreter that has torch), else it prints "torch not installed".
@@ -48,8 +53,22 @@ RULES = [
     ("hutchinson", f"per domain: head grad + {PROBES} HVPs, differentiated"),
     ("udim", "double backprop in x, SAM step, per-example head grads "
              "on 2B and their backward"),
+    ("gsam", "2 (as SAM, plus the decomposition)"),
+    ("sam_k1", "2 (every_k_steps(sam, 1): the wrapper alone)"),
+    ("sam_k2", "mean 1.5: SAM on 1 step in 2, LookSAM reuse between"),
+    ("sam_k5", "mean 1.2: SAM on 1 step in 5, LookSAM reuse between"),
+    ("sam_k5_grad", "mean 1.2: SAM on 1 step in 5, plain gradient between"),
+    ("k5_sam_step", "2: a sam_k5 SAM step alone (state held at step 0)"),
+    ("k5_between", "1: a sam_k5 step in between alone (held at step 1)"),
+    ("k5g_between", "1: a sam_k5_grad step in between alone"),
 ]
+# every_k_steps rows timed on one kind of step: their state is held at this
+# step count.
+HELD = {"k5_sam_step": 0, "k5_between": 1, "k5g_between": 1}
 DOMAIN_RULES = {"hgp", "hutchinson"}
+# Rules with a PyTorch implementation below (the others print "-").
+TORCH_RULES = {"plain", "sam", "asam", "gnp_exact", "gnp_fd", "saf", "mesa",
+               "hgp", "hutchinson", "udim"}
 
 
 def _data(seed=0):
@@ -102,7 +121,17 @@ def run_jax(rounds, iters):
       "hutchinson": lambda: transforms.hessian_alignment(
           "hutchinson", head="head", num_probes=PROBES),
       "udim": lambda: transforms.udim(0.05, head="head"),
+      "gsam": lambda: transforms.gsam(
+          optax.linear_schedule(0.01, 0.001, 1000), lr_max=0.01,
+          lr_min=0.001, rho_max=0.05, rho_min=0.01, alpha=0.3),
+      "sam_k1": lambda: transforms.every_k_steps(transforms.sam(0.05), 1),
+      "sam_k2": lambda: transforms.every_k_steps(transforms.sam(0.05), 2),
+      "sam_k5": lambda: transforms.every_k_steps(transforms.sam(0.05), 5),
+      "sam_k5_grad": lambda: transforms.every_k_steps(
+          transforms.sam(0.05), 5, between="gradient"),
   }
+  makers["k5_sam_step"] = makers["k5_between"] = makers["sam_k5"]
+  makers["k5g_between"] = makers["sam_k5_grad"]
 
   def make(name):
     tx = optax.chain(makers[name](), optax.sgd(0.01))
@@ -131,6 +160,8 @@ def run_jax(rounds, iters):
     for _ in range(2):
       p, s, loss = step(p, s, batches[n], key)
     jax.block_until_ready(loss)
+    if n in HELD:
+      s = optax.tree_utils.tree_set(s, step=jnp.asarray(HELD[n], jnp.int32))
     state[n] = (p, s)
   # Plain step on the domain batch too (HGP/Hutchinson ratio denominators
   # use the same example count; the flat and domain batches hold B each).
@@ -141,7 +172,8 @@ def run_jax(rounds, iters):
       p, s = state[n]
       t0 = time.perf_counter()
       for _ in range(iters):
-        p, s, loss = step(p, s, batches[n], key)
+        p, s_next, loss = step(p, s, batches[n], key)
+        s = s if n in HELD else s_next
       jax.block_until_ready((p, loss))
       times[n].append((time.perf_counter() - t0) / iters)
   return times, dots
@@ -363,7 +395,7 @@ def run_torch(rounds, iters):
         "hutchinson": lambda: align("hutchinson"),
     }[name]
 
-  names = ["plain"] + [r for r, _ in RULES]
+  names = [r for r in ["plain"] + [r for r, _ in RULES] if r in TORCH_RULES]
   fns = {n: make(n) for n in names}
   for n in names:
     for _ in range(2):
@@ -386,7 +418,7 @@ def _ratios(times):
 def main(argv=None):
   ap = argparse.ArgumentParser()
   ap.add_argument("--rounds", type=int, default=7)
-  ap.add_argument("--iters", type=int, default=5)
+  ap.add_argument("--iters", type=int, default=10)
   ap.add_argument("--torch-python", default=None)
   ap.add_argument("--torch-only", action="store_true")
   args = ap.parse_args(argv)

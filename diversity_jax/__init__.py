@@ -8,13 +8,16 @@ Subpackages (each re-exports its public names explicitly):
 * :mod:`diversity_jax.transforms`: optax gradient transformations for rules that
   need more than one gradient (SAM family, UDIM, SAF, Hessian alignment, ...).
 * :mod:`diversity_jax.kernels`: fused kernels (linear + cross-entropy).
+* :mod:`diversity_jax.selection`: diversity-driven selection of data, batches
+  and tokens (k-center, DivPrune, DPP MAP, Vendi, k-means), static ``k``.
 """
 
 from diversity_jax import diversity
 from diversity_jax import kernels
 from diversity_jax import losses
+from diversity_jax import selection
 from diversity_jax import transforms
 
 __version__ = "0.1.0"
 
-__all__ = ["diversity", "kernels", "losses", "transforms"]
+__all__ = ["diversity", "kernels", "losses", "selection", "transforms"]

@@ -110,6 +110,19 @@ def get_algorithm(name: str) -> Algorithm:
   return ALGORITHMS[name]
 
 
+def hparam_keys(name: str) -> tuple:
+  """The ``config.hparams`` keys that algorithm ``name`` reads."""
+  algo = get_algorithm(name)
+  return tuple(algo.hparams.values()) + tuple(
+      k for k in (algo.penalty_weight, algo.penalty_anneal, algo.penalty_ema)
+      if k)
+
+
+def hparam_users(key: str) -> list:
+  """The algorithms that read ``config.hparams.<key>`` (table order)."""
+  return [name for name in ALGORITHM_NAMES if key in hparam_keys(name)]
+
+
 def resolve_transform_factory(algo_name: str) -> Optional[Callable[..., Any]]:
   """The rule factory of ``algo_name`` (None for plain ERM-style training)."""
   algo = get_algorithm(algo_name)

@@ -4,16 +4,21 @@ A checkpoint holds the train state (step, params, optimizer/rule state: a pytree
 of arrays) and a small JSON ``meta`` record (model-selection bookkeeping). Saves
 are synchronous and atomic (orbax writes into a temporary directory and renames
 it when complete), so a run killed mid-save leaves at most a partial temporary
-directory that orbax never lists. ``restore_latest`` walks the saved steps from
-the newest down; a step that fails to restore (corrupt or partial files) is
-moved to ``<directory>/../corrupt_checkpoints/`` with a warning, and the
-previous step is tried.
+directory that orbax never lists. Ctrl-C during a save is held until the
+save is complete (then raised), so an interrupted run always leaves its last
+checkpoint whole and no orbax thread writing. ``restore_latest`` walks the
+saved steps from the newest down; a step that fails to restore (corrupt or
+partial files) is moved to ``<directory>/../corrupt_checkpoints/`` with a
+warning, and the previous step is tried.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import threading
 import warnings
 from typing import Any, Optional, Tuple
 
@@ -23,6 +28,27 @@ import orbax.checkpoint as ocp
 
 class CorruptCheckpointWarning(UserWarning):
   """A saved checkpoint could not be restored and was skipped."""
+
+
+@contextlib.contextmanager
+def _ctrl_c_held():
+  """Holds a Ctrl-C (SIGINT) until the block is done, then raises it.
+
+  Only where Python's own handler is installed (main thread, SIGINT neither
+  ignored nor handled by someone else).
+  """
+  if (threading.current_thread() is not threading.main_thread() or
+      signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    yield
+    return
+  received = []
+  previous = signal.signal(signal.SIGINT, lambda *args: received.append(args))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+    if received:
+      raise KeyboardInterrupt
 
 
 class Checkpointer:
@@ -57,13 +83,17 @@ class Checkpointer:
     return steps[-1] if steps else None
 
   def save(self, step: int, state: Any, meta: dict) -> None:
-    """Saves ``state`` (pytree of arrays) and ``meta`` (JSON) as ``step``."""
-    self._manager.save(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                meta=ocp.args.JsonSave(meta)),
-        force=True)
-    self._manager.wait_until_finished()
+    """Saves ``state`` (pytree of arrays) and ``meta`` (JSON) as ``step``.
+
+    A Ctrl-C that arrives meanwhile is raised once the step is saved.
+    """
+    with _ctrl_c_held():
+      self._manager.save(
+          step,
+          args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                  meta=ocp.args.JsonSave(meta)),
+          force=True)
+      self._manager.wait_until_finished()
 
   def _quarantine(self, step: int, error: Exception) -> None:
     src = os.path.join(self.directory, str(step))

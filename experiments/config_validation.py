@@ -28,6 +28,9 @@ BUILTIN_LOSSES = ("cross_entropy",)
 OFFLINE_DATASETS = _datasets.BUILT + ("mock",)
 
 
+_F32_MAX = float(jnp.finfo(jnp.float32).max)
+
+
 class ConfigError(ValueError):
   """A config field has a bad value; the message names the field."""
 
@@ -51,6 +54,8 @@ def _check_float(config, field: str, *, positive: bool,
   field = prefix + field
   if isinstance(value, bool) or not isinstance(value, numbers.Real):
     _fail(field, f"must be a number, got {value!r}")
+  if not abs(value) <= _F32_MAX:  # also NaN
+    _fail(field, f"must be a finite float32 number, got {value}")
   if positive and not value > 0:
     _fail(field, f"must be > 0, got {value}")
   if not positive and not value >= 0:
@@ -114,11 +119,7 @@ def _check_loss(name: str, kwargs: dict) -> None:
 
 
 def _check_hparams(config) -> None:
-  algo = algorithms.get_algorithm(config.algorithm)
-  keys = list(algo.hparams.values())
-  keys += [k for k in (algo.penalty_weight, algo.penalty_anneal,
-                       algo.penalty_ema) if k]
-  for key in keys:
+  for key in algorithms.hparam_keys(config.algorithm):
     if key not in config.hparams:
       _fail(f"hparams.{key}", f"missing (needed by algorithm "
             f"{config.algorithm!r})")
@@ -134,6 +135,48 @@ def _check_hparams(config) -> None:
     else:
       _check_float(config.hparams, key, positive=key.endswith("_rho"),
                    prefix="hparams.")
+
+
+def check_hparams_used(keys: Sequence[str],
+                       algorithm_names: Sequence[str]) -> None:
+  """Refuses hparams set for an algorithm that is not run.
+
+  ``keys``: the ``config.hparams`` entries given on the command line;
+  ``algorithm_names``: the algorithms that will run (one for ``train``, the
+  swept ones for ``sweep``). A key that none of them reads is an error naming
+  the algorithms that do read it.
+  """
+  if not set(algorithm_names) <= set(algorithms.ALGORITHM_NAMES):
+    return  # validate_config names the unknown algorithm
+  for key in keys:
+    users = algorithms.hparam_users(key)
+    if not set(users) & set(algorithm_names):
+      runs = (f"algorithm {algorithm_names[0]!r}" if len(algorithm_names) == 1
+              else f"any of the algorithms {list(algorithm_names)}")
+      _fail(f"hparams.{key}", f"not used by {runs}; it is used by "
+            f"{users or 'no algorithm'}")
+
+
+def check_field_path(config, path: str) -> None:
+  """Raises ConfigError unless ``config.<path>`` names an existing field.
+
+  Example: ``check_field_path(config, 'learning_rat')`` fails with
+  ``config.learning_rat: no such field; did you mean 'learning_rate'?``.
+  """
+  import difflib  # pylint: disable=g-import-not-at-top
+  node, done = config, []
+  for part in path.split("."):
+    keys = list(node.keys()) if hasattr(node, "keys") else []
+    if part not in keys:
+      parent = ".".join(["config"] + done)
+      close = difflib.get_close_matches(part, keys, n=1)
+      hint = (f"did you mean {close[0]!r}?" if close else
+              f"{parent} has the fields {sorted(keys)}" if keys else
+              f"{parent} has no fields")
+      if done == ["loss_kwargs"]:
+        hint += "; give loss arguments as --config.loss_args='name=value,...'"
+      _fail(path, f"no such field; {hint}")
+    node, done = node[part], done + [part]
 
 
 def validate_config(config) -> None:

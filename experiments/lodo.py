@@ -9,6 +9,7 @@ Lopez-Paz 2021, Sec. 3 "training-domain validation set") and the average.
 from __future__ import annotations
 
 import csv
+import glob
 import os
 import time
 from typing import Dict, List, Sequence
@@ -37,6 +38,12 @@ def run(config, workdir: str) -> List[Dict]:
     DomainBed's ``model_selection.IIDAccuracySelectionMethod``.
   """
   config_validation.validate_config(config)
+  # Before any data is loaded: the workdir must be writable, and runs already
+  # in it (test_<domain>/) must have been made with this config, or the table
+  # would mix two experiments.
+  trainer.check_writable(workdir)
+  for run_dir in sorted(glob.glob(os.path.join(workdir, "test_*"))):
+    trainer.check_same_run(config, run_dir)
   ds = trainer._load_dataset(config)  # pylint: disable=protected-access
   config_validation.validate_against_dataset(config, ds.domains)
   if len(ds.domains) == 1:
@@ -56,13 +63,19 @@ def run(config, workdir: str) -> List[Dict]:
     results.append(r)
   table = format_table({config.algorithm: results}, [
       r["test_domain"] or "iid" for r in results])
-  write_table(table, workdir, "results")
+  if _primary():
+    write_table(table, workdir, "results")
   return results
 
 
-def _say(message: str) -> None:
+def _primary() -> bool:
+  """True on process 0, which alone writes the shared files."""
   import jax  # pylint: disable=g-import-not-at-top
-  if jax.process_index() == 0:
+  return jax.process_index() == 0
+
+
+def _say(message: str) -> None:
+  if _primary():
     print(message, flush=True)
 
 

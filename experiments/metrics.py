@@ -3,7 +3,10 @@
 Rows of ``metrics.jsonl`` are ``{"step": int, "split": "train"|"eval", ...}``.
 On resume, rows after the restored step are dropped (they belong to the part
 of the killed run that is re-run), so the log of a resumed run equals the log
-of an uninterrupted run.
+of an uninterrupted run. A last line cut short (the run was killed, or the disk
+filled up, in the middle of a write) is dropped too. Non-finite values are
+written to ``metrics.jsonl`` (as ``"nan"`` / ``"inf"``) but not to
+TensorBoard, which cannot plot them.
 """
 
 from __future__ import annotations
@@ -30,9 +33,12 @@ class MetricWriter:
     self.path = os.path.join(workdir, "metrics.jsonl")
     if os.path.exists(self.path):
       rows = [r for r in read_jsonl(self.path) if r["step"] <= resume_step]
-      with open(self.path, "w") as f:
+      # Rewritten atomically: a kill during the rewrite keeps the old log.
+      tmp = self.path + ".tmp"
+      with open(tmp, "w") as f:
         for r in rows:
           f.write(json.dumps(r) + "\n")
+      os.replace(tmp, self.path)
     self._file = open(self.path, "a")
     self._tb = None
     if tensorboard:
@@ -46,7 +52,8 @@ class MetricWriter:
     self._file.write(json.dumps(row) + "\n")
     if self._tb is not None:
       for k, v in scalars.items():
-        self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
+        if math.isfinite(float(v)):
+          self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
 
   def flush(self) -> None:
     self._file.flush()
@@ -60,14 +67,44 @@ class MetricWriter:
       self._tb.close()
 
 
+class NullWriter:
+  """A :class:`MetricWriter` that writes nothing (processes other than 0)."""
+
+  def write(self, step: int, split: str, scalars: Dict[str, float]) -> None:
+    del step, split, scalars
+
+  def flush(self) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
 def _jsonable(v):
   v = float(v)
   return v if math.isfinite(v) else str(v)
 
 
 def read_jsonl(path: str) -> List[dict]:
+  """The rows of a JSONL log, without a last line that was cut short.
+
+  Rows are appended one ``write`` at a time, so only the last line can be
+  incomplete (a kill or a full disk during the write); it is dropped. Any
+  other line that is not JSON is an error naming the file and line.
+  """
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = f.read().split("\n")
+  rows = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if i == len(lines) - 1:  # no newline after it: a partial last write
+        break
+      raise ValueError(f"{path}, line {i + 1}: not a JSON row ({e})") from None
+  return rows
 
 
 def plot_curves(workdirs: Iterable[str], out_path: str,

@@ -14,13 +14,14 @@ printed and written to ``<workdir>/sweep.md`` and ``sweep.csv``.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Dict, List, Sequence
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/rotated_mnist.py.")
@@ -80,16 +81,17 @@ def sweep(config, workdir: str, algorithm_names: Sequence[str],
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from experiments import config_validation  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  config = _CONFIG.value
-  workdir = _WORKDIR.value or os.path.join("runs", f"sweep_{config.name}")
+  config = cli.load_config(_CONFIG)
+  cli.check_hparam_overrides(_CONFIG, _ALGORITHMS.value)
   try:
-    sweep(config, workdir, _ALGORITHMS.value, [int(s) for s in _SEEDS.value])
-  except config_validation.ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    seeds = [int(s) for s in _SEEDS.value]
+  except ValueError:
+    raise app.UsageError(f"--seeds: integers expected, got "
+                         f"{','.join(_SEEDS.value)}") from None
+  workdir = _WORKDIR.value or os.path.join("runs", f"sweep_{config.name}")
+  sweep(config, workdir, _ALGORITHMS.value, seeds)
   with open(os.path.join(workdir, "sweep.md")) as f:
     print(f"\n{config.name}: test accuracy (%), training-domain validation\n"
           f"{f.read()}")
@@ -97,4 +99,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

@@ -36,7 +36,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from diversity_jax._src import numerics
 from experiments import algorithms
 from experiments import checkpointing
 from experiments import config_validation
@@ -59,7 +58,18 @@ class TrainState(NamedTuple):
 
 
 class NonFiniteLossError(FloatingPointError):
-  """The training loss became NaN or inf; the last good checkpoint is kept."""
+  """The loss or the parameters became NaN / inf (last good checkpoint kept)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+  """Ctrl-C during training; says which checkpoint a rerun resumes from."""
+
+
+class WorkdirError(OSError):
+  """The run directory cannot be created or written (read-only, full, ...)."""
+
+
+_NORM_NAMES = {"update_norm": "update norm", "grad_norm": "gradient norm"}
 
 
 # ---------------------------------------------------------------- data ----
@@ -222,7 +232,9 @@ def make_train_step(loss_fn, tx, base_key):
                                    loss_fn=step_loss, batch=batch, key=key)
     params = optax.apply_updates(state.params, updates)
     acc = jnp.mean(jnp.argmax(aux["logits"], -1) == batch["y"])
-    norm = numerics.tree_l2_norm
+    # Logged only (no gradient through them): optax.tree.norm shows a NaN
+    # as NaN, where numerics.tree_l2_norm's zero-safe branch maps it to 0.
+    norm = optax.tree.norm
     out = {"loss": loss, "accuracy": acc, "grad_norm": norm(grads),
            "param_norm": norm(params), "update_norm": norm(updates)}
     if "penalty" in aux:
@@ -290,45 +302,111 @@ def _eval_arrays(x, y, eval_batch: int, mesh) -> _EvalSet:
 
 
 def make_eval_fn(model):
+  """``(params, x, y, mask) -> (correct, count)`` over the unmasked examples.
+
+  Both are reduced on device: a chunk sharded over several processes is
+  never read back whole.
+  """
   def count_correct(params, x, y, mask):
     logits = model.apply({"params": params}, x)
-    return jnp.sum((jnp.argmax(logits, -1) == y) & mask)
+    return jnp.sum((jnp.argmax(logits, -1) == y) & mask), jnp.sum(mask)
   return count_correct
 
 
 def _accuracy(eval_fn, params, s) -> float:
   correct, count = 0, 0
   for x, y, mask in _eval_chunks(s):
-    correct += int(eval_fn(params, x, y, mask))
-    count += int(np.sum(np.asarray(mask)))
+    c, n = eval_fn(params, x, y, mask)
+    correct, count = correct + int(c), count + int(n)
   return correct / max(count, 1)
 
 
-# ------------------------------------------------------------ training ----
+# ----------------------------------------------------------- run dir ----
 # Fields that may change when a run in an existing workdir is resumed.
 _RESUMABLE_FIELDS = ("num_steps", "progress_bar", "data_dir", "download",
                      "streaming")
+_RUN_CONFIG = "config.json"
 
 
-def _check_same_run(config, workdir: str) -> None:
-  """Refuses to resume a run in ``workdir`` made with a different config."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "config.json")
+def check_writable(workdir: str) -> None:
+  """Creates ``workdir`` and writes a probe file; WorkdirError if it cannot.
+
+  Runs before any data is loaded, so a read-only or full disk fails at once
+  rather than at the first checkpoint.
+  """
+  probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with open(probe, "wb") as f:
+      f.write(b"\0")
+      f.flush()
+      os.fsync(f.fileno())
+    os.remove(probe)
+  except OSError as e:
+    raise WorkdirError(f"--workdir {workdir} cannot be written: "
+                       f"{e.strerror or e}") from None
+
+
+def _run_config(config) -> Dict[str, Any]:
   now = json.loads(config.to_json_best_effort())
   for field in _RESUMABLE_FIELDS:
     now.pop(field, None)
-  if os.path.exists(path):
-    with open(path) as f:
-      before = json.load(f)
-    for field in sorted(set(before) | set(now)):
-      if before.get(field) != now.get(field):
-        raise config_validation.ConfigError(
-            f"config.{field}: {now.get(field)!r} differs from the run being "
-            f"resumed in {workdir} ({before.get(field)!r}); use a new "
-            "--workdir or the same config")
-  else:
-    with open(path, "w") as f:
-      json.dump(now, f, indent=1, sort_keys=True)
+  return now
+
+
+def check_same_run(config, workdir: str) -> None:
+  """Refuses a config that differs from the run saved in ``workdir``.
+
+  Compares with ``workdir/config.json`` (written when the run started
+  training) every field except ``_RESUMABLE_FIELDS``; the ConfigError names
+  the fields that differ, with both values. No file: nothing to compare.
+  """
+  path = os.path.join(workdir, _RUN_CONFIG)
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    before = json.load(f)
+  now = _run_config(config)
+  diff = [k for k in sorted(set(before) | set(now))
+          if before.get(k) != now.get(k)]
+  if diff:
+    shown = "; ".join(f"config.{k}: {now.get(k)!r} here, {before.get(k)!r} "
+                      "there" for k in diff[:3])
+    more = f" (and {len(diff) - 3} more)" if len(diff) > 3 else ""
+    raise config_validation.ConfigError(
+        f"{shown}{more}: the config differs from the run in {workdir}; use a "
+        "new --workdir or the same config")
+
+
+def _save_run_config(config, workdir: str) -> None:
+  """Writes ``workdir/config.json`` once (atomically, process 0 only)."""
+  path = os.path.join(workdir, _RUN_CONFIG)
+  if jax.process_index() != 0 or os.path.exists(path):
+    return
+  with open(path + ".tmp", "w") as f:
+    json.dump(_run_config(config), f, indent=1, sort_keys=True)
+  os.replace(path + ".tmp", path)
+
+
+def _non_finite_message(row: Dict[str, float], step: int, config,
+                        good: Optional[int], directory: str) -> str:
+  """One line: which quantity became non-finite, and what is kept."""
+  if not np.isfinite(row["loss"]):
+    what = f"the training loss is {row['loss']} at step {step}"
+  else:  # the loss is of the params before the step, param_norm after it
+    norms = ", ".join(f"{text} {row[name]:.4g}" for name, text in
+                      _NORM_NAMES.items())
+    what = (f"the parameters diverged at step {step}: parameter norm "
+            f"{row['param_norm']:.4g} after the update ({norms}), from a "
+            f"finite loss of {row['loss']:.4g} before it")
+  kept = ("no checkpoint yet" if good is None else
+          f"the last good checkpoint (step {good}) is kept in {directory}")
+  return (f"{what} (algorithm {config.algorithm!r}, "
+          f"learning_rate {config.learning_rate}); stopped, {kept}. Lower "
+          "config.learning_rate or the algorithm's hparams.")
+
+
+# ------------------------------------------------------------ training ----
 
 
 def train_one(config, workdir: str, test_domain: Optional[str], *,
@@ -351,8 +429,14 @@ def train_one(config, workdir: str, test_domain: Optional[str], *,
     compilations in this call (1, or 0 when nothing was left to run).
 
   Raises:
-    ConfigError: a bad config field (before anything is compiled).
-    NonFiniteLossError: the loss became NaN/inf (last good checkpoint kept).
+    ConfigError: a bad config field (before anything is compiled), a config
+      that differs from the run already in ``workdir``, or fewer
+      ``num_steps`` than it has trained.
+    WorkdirError: ``workdir`` cannot be written (before data is loaded).
+    NonFiniteLossError: the loss or the parameters became NaN/inf (last good
+      checkpoint kept).
+    TrainingInterrupted: Ctrl-C (a ``KeyboardInterrupt``; the last
+      checkpoint is whole, and a rerun resumes from it).
 
   Example:
     >>> from configs import mock
@@ -365,6 +449,8 @@ def train_one(config, workdir: str, test_domain: Optional[str], *,
   """
   from diversity_jax import data  # pylint: disable=g-import-not-at-top
   config_validation.validate_config(config)
+  check_writable(workdir)
+  check_same_run(config, workdir)
   ds = dataset if dataset is not None else _load_dataset(config)
   config_validation.validate_against_dataset(config, ds.domains)
   train_in, val, test_in, test_out = _splits(config, ds, test_domain)
@@ -413,18 +499,26 @@ def train_one(config, workdir: str, test_domain: Optional[str], *,
   eval_sets["test_in"] = _eval_set(test_in, config.eval_batch_size, mesh)
   eval_sets["test_out"] = _eval_set(test_out, config.eval_batch_size, mesh)
 
-  _check_same_run(config, workdir)
+  _save_run_config(config, workdir)
+  primary = jax.process_index() == 0
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                     config.keep_checkpoints)
   meta = {"step": 0, "evals": [], "best": None}
   restored = ckpt.restore_latest(state)
   if restored is not None:
     start, state, meta = restored
-    if jax.process_index() == 0:
+    if start > config.num_steps:
+      ckpt.close()
+      raise config_validation.ConfigError(
+          f"config.num_steps: {config.num_steps} is below the {start} steps "
+          f"already trained in {workdir}; use --config.num_steps={start} or "
+          "more, or a new --workdir")
+    if primary:
       print(f"    resumed from step {start} ({ckpt.directory})", flush=True)
   else:
     start = 0
-  writer = metrics_lib.MetricWriter(workdir, resume_step=start)
+  writer = (metrics_lib.MetricWriter(workdir, resume_step=start) if primary
+            else metrics_lib.NullWriter())
   pending: List = []
   last_train: Dict[str, float] = {}
 
@@ -437,14 +531,8 @@ def train_one(config, workdir: str, test_domain: Optional[str], *,
       if not (np.isfinite(row["loss"]) and np.isfinite(row["param_norm"])):
         writer.write(s, "train", row)
         writer.flush()
-        good = ckpt.latest_step()
-        raise NonFiniteLossError(
-            f"training loss is {row['loss']} (parameter norm "
-            f"{row['param_norm']}) at step {s} (algorithm "
-            f"{config.algorithm!r}, learning_rate {config.learning_rate}); "
-            f"stopped. The last good checkpoint (step {good}) is kept in "
-            f"{ckpt.directory}. Lower config.learning_rate or the algorithm's "
-            "hparams.")
+        raise NonFiniteLossError(_non_finite_message(
+            row, s, config, ckpt.latest_step(), ckpt.directory))
       writer.write(s, "train", row)
       last_train = row
       meta["last_loss"] = row["loss"]
@@ -452,11 +540,12 @@ def train_one(config, workdir: str, test_domain: Optional[str], *,
     writer.flush()
 
   progress = None
-  if config.get("progress_bar", False):
+  if config.get("progress_bar", False) and primary:
     import tqdm  # pylint: disable=g-import-not-at-top
     progress = tqdm.tqdm(total=config.num_steps, initial=start,
                          desc=f"{config.algorithm} test={test_domain}",
                          leave=False)
+  done = start
   try:
     for step in range(start, config.num_steps):
       batch = data.shard_batch(batches.batch(step), mesh, axis="data")
@@ -486,6 +575,14 @@ def train_one(config, workdir: str, test_domain: Optional[str], *,
         ckpt.save(done, state, meta)
       if progress is not None:
         progress.update(1)
+  except KeyboardInterrupt:
+    good = ckpt.latest_step()
+    kept = ("no checkpoint yet" if good is None else
+            f"a rerun of the same command resumes from step {good} "
+            f"({ckpt.directory})")
+    raise TrainingInterrupted(
+        f"stopped by Ctrl-C after {done} of {config.num_steps} steps in "
+        f"{workdir}; {kept}") from None
   finally:
     if progress is not None:
       progress.close()
@@ -499,8 +596,9 @@ def train_one(config, workdir: str, test_domain: Optional[str], *,
             "final_loss": meta.get("last_loss"),
             "num_steps": config.num_steps,
             "compiles": step_fn._cache_size()}  # pylint: disable=protected-access
-  with open(os.path.join(workdir, "result.json"), "w") as f:
-    json.dump(result, f, indent=1)
+  if primary:
+    with open(os.path.join(workdir, "result.json"), "w") as f:
+      json.dump(result, f, indent=1)
   return result
 
 

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from diversity_jax._src import checks
@@ -60,6 +61,22 @@ def test_safe_norm_gradient_at_zero_is_finite():
   np.testing.assert_allclose(jax.grad(numerics.safe_norm)(x), x / 5.0)
   np.testing.assert_allclose(numerics.tree_l2_norm({"a": x, "b": jnp.zeros(2)}),
                              5.0)
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e-30])
+def test_tree_l2_norm_neither_overflows_nor_underflows(scale):
+  """bf16 leaves whose f32 sum of squares is inf (1e60) or 0 (1e-60)."""
+  tree = {"a": jnp.array([3.0 * scale], jnp.bfloat16),
+          "b": jnp.array([[4.0 * scale]], jnp.bfloat16)}
+  a, b = (float(np.asarray(tree[k], np.float64).ravel()[0]) for k in "ab")
+  norm = jax.jit(numerics.tree_l2_norm)(tree)
+  np.testing.assert_allclose(float(norm), np.hypot(a, b), rtol=1e-6)
+  grad = jax.grad(numerics.tree_l2_norm)(
+      optax.tree.cast(tree, jnp.float32))
+  np.testing.assert_allclose(float(grad["a"][0]), a / np.hypot(a, b),
+                             rtol=1e-6)
+  assert np.isnan(numerics.tree_l2_norm({"a": jnp.array([1.0, jnp.nan])}))
+  assert numerics.tree_l2_norm({"a": jnp.array([1.0, jnp.inf])}) == jnp.inf
 
 
 def test_safe_divide_and_promote():

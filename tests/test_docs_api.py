@@ -22,6 +22,7 @@ PAGES = {
     "diversity_jax.kernels": "kernels.rst",
     "diversity_jax.kernels.linear_cross_entropy": "kernels.rst",
     "diversity_jax.data": "data.rst",
+    "diversity_jax.selection": "selection.rst",
 }
 
 

@@ -6,9 +6,13 @@
 * ``masked_mean``: mean over kept entries; 0 (not NaN) when nothing is kept.
 * ``safe_norm``: L2 norm whose gradient is finite (zero) at the origin.
 * ``safe_divide``: x / y with 0 where y == 0 and finite gradients.
+* ``tree_l2_norm``: global norm of a pytree, scaled so it neither overflows
+  nor underflows.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -81,11 +85,22 @@ def safe_divide(x, y):
 
 
 def tree_l2_norm(tree) -> jax.Array:
-  """Global L2 norm of a pytree in f32 (zero-safe gradient)."""
-  leaves = jax.tree_util.tree_leaves(tree)
+  """Global L2 norm of a pytree in f32, free of overflow and underflow.
+
+  ``m * sqrt(sum((x / m)^2))`` with ``m = max |x|`` (held constant for the
+  gradient, which is still exactly ``x / ||x||`` since the norm is
+  homogeneous): bf16/f32 leaves anywhere in f32's normal range (about
+  1e-38 to 3e38) keep their norm where the plain sum of squares gives
+  ``inf`` (above ~1e19) or 0 (below ~1e-19). The gradient is 0 (not NaN) at the origin; a NaN leaf
+  gives NaN, an infinite one ``inf``.
+  """
+  leaves = [promote_to_f32(l).astype(jnp.float32)
+            for l in jax.tree_util.tree_leaves(tree) if jnp.size(l)]
   if not leaves:
     return jnp.zeros((), jnp.float32)
-  sq = sum(jnp.sum(jnp.square(promote_to_f32(l).astype(jnp.float32)))
-           for l in leaves)
-  positive = sq > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+  scale = jax.lax.stop_gradient(
+      functools.reduce(jnp.maximum, [jnp.max(jnp.abs(l)) for l in leaves]))
+  scale = jnp.where((scale > 0) & jnp.isfinite(scale), scale, 1.0)
+  sq = sum(jnp.sum(jnp.square(l / scale)) for l in leaves)
+  zero = sq == 0
+  return jnp.where(zero, 0.0, scale * jnp.sqrt(jnp.where(zero, 1.0, sq)))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging as std_logging
 import os
 from typing import Dict, Sequence, Tuple
 
@@ -69,6 +70,15 @@ class _DomainBuilder(tfds.core.GeneratorBasedBuilder):
 
   def _domains(self) -> Sequence[Tuple[np.ndarray, np.ndarray]]:
     raise NotImplementedError
+
+  # TFDS prints "Downloading and preparing dataset Unknown size ..." and
+  # "... downloaded and prepared" to stdout; nothing is downloaded here, and
+  # ``prepare`` logs the build once.
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
 
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing is downloaded
@@ -188,6 +198,29 @@ def read_split(builder, split: str) -> Tuple[np.ndarray, np.ndarray]:
   return x, y
 
 
+class _UnbuiltDirFilter(std_logging.Filter):
+  """Drops TFDS's "Variant folder ... has no dataset_info.json" warning."""
+
+  def filter(self, record) -> bool:
+    return "has no dataset_info.json" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_unbuilt_dir():
+  """Hides TFDS's warning about the folder of a dataset not built yet.
+
+  A builder creates its version folder when constructed, and every
+  ``is_prepared()`` warns that it has no ``dataset_info.json`` until the
+  build has written it: expected before a first build.
+  """
+  quiet = _UnbuiltDirFilter()
+  logging.get_absl_logger().addFilter(quiet)
+  try:
+    yield
+  finally:
+    logging.get_absl_logger().removeFilter(quiet)
+
+
 @contextlib.contextmanager
 def _build_lock(data_dir: str, name: str):
   """Inter-process lock so parallel runs (a sweep) build a dataset only once."""
@@ -232,15 +265,16 @@ def load_offline(name: str, data_dir: str, *, download: bool = False
   ``data_dir``, or is downloaded and prepared when ``download`` is True.
   """
   cls = BUILDERS[name]
-  builder = cls(data_dir=data_dir, file_format="array_record")
-  if not builder.is_prepared():
-    if issubclass(cls, _Mnist70kDigits):  # fail (or download) before building
-      with _build_lock(data_dir, _mnist_full.SOURCE):
-        _mnist_full.mnist_builder(data_dir, download=download)
-    prepare(builder, data_dir)
-    # A fresh builder reads the split metadata from the files just written
-    # (possibly by another process that held the lock first).
+  with _quiet_unbuilt_dir():
     builder = cls(data_dir=data_dir, file_format="array_record")
+    if not builder.is_prepared():
+      if issubclass(cls, _Mnist70kDigits):  # fail (or download) first
+        with _build_lock(data_dir, _mnist_full.SOURCE):
+          _mnist_full.mnist_builder(data_dir, download=download)
+      prepare(builder, data_dir)
+      # A fresh builder reads the split metadata from the files just written
+      # (possibly by another process that held the lock first).
+      builder = cls(data_dir=data_dir, file_format="array_record")
   splits = {d: f"env{i}" for i, d in enumerate(cls.DOMAINS)}
 
   def read(domain):

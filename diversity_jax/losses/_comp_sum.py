@@ -40,8 +40,17 @@ def _comp_sum_from_log_prob(log_p: jax.Array, tau) -> jax.Array:
 
 
 def _target_log_prob(logits, labels):
-  log_p = jax.nn.log_softmax(logits, axis=-1)
-  return jnp.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0]
+  """``log_softmax(logits)[y]`` without forming the log-softmax array.
+
+  ``(z_y - m) - log sum_k exp(z_k - m)`` with ``m = max_k z_k``: the
+  operations of ``jax.nn.log_softmax`` then a gather (bitwise the same
+  value), with the passes of CE (one exp pass; the backward needs no
+  ``(..., K)`` log-softmax cotangent).
+  """
+  shift = jax.lax.stop_gradient(jnp.max(logits, axis=-1))
+  log_normalizer = jnp.log(jnp.sum(jnp.exp(logits - shift[..., None]), -1))
+  target = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+  return (target - shift) - log_normalizer
 
 
 def comp_sum(logits: jax.Array, labels: jax.Array, *, tau: float = 1.0,

@@ -16,6 +16,18 @@ from diversity_jax._src import label_range
 from diversity_jax._src import numerics
 
 
+def _exp_and_logsumexp(logits):
+  """``(exp(z - m), sum_k exp(z_k - m), logsumexp(z))``, ``m = max_k z_k``.
+
+  One exp pass gives both the softmax (``exp(z - m) / sum``) and the
+  log-partition.
+  """
+  shift = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+  unnormalized = jnp.exp(logits - shift)
+  total = jnp.sum(unnormalized, axis=-1)
+  return unnormalized, total, jnp.log(total) + shift[..., 0]
+
+
 def label_smoothed_cross_entropy(logits: jax.Array, labels: jax.Array, *,
                                  smoothing: float = 0.1,
                                  where=None) -> jax.Array:
@@ -117,11 +129,12 @@ def symmetric_cross_entropy(logits: jax.Array, teacher_logits: jax.Array, *,
   checks.check_scalar_in_range(alpha, "alpha", fn, low=0.0, high=1.0)
   checks.check_where(where, jnp.shape(logits)[:-1], fn)
   logits, teacher_logits = numerics.promote_to_f32(logits, teacher_logits)
-  # -<q, log p> = lse(z) - <q, z>, and symmetrically for the reverse term.
-  p = jax.nn.softmax(logits, axis=-1)
-  q = jax.nn.softmax(teacher_logits, axis=-1)
-  forward = jax.nn.logsumexp(logits, axis=-1) - jnp.sum(q * logits, axis=-1)
-  reverse = (jax.nn.logsumexp(teacher_logits, axis=-1)
-             - jnp.sum(p * teacher_logits, axis=-1))
+  # -<q, log p> = lse(z) - <q, z>, and symmetrically for the reverse term;
+  # <q, z> = <exp(t - m_t), z> / sum_k exp(t_k - m_t): one exp pass per input
+  # and no (..., K) softmax array.
+  exp_z, sum_z, lse_z = _exp_and_logsumexp(logits)
+  exp_t, sum_t, lse_t = _exp_and_logsumexp(teacher_logits)
+  forward = lse_z - jnp.sum(exp_t * logits, axis=-1) / sum_t
+  reverse = lse_t - jnp.sum(exp_z * teacher_logits, axis=-1) / sum_z
   loss = (1.0 - alpha) * forward + alpha * reverse
   return numerics.apply_where(loss, where)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from diversity_jax._src import checks
+from diversity_jax._src import numerics
 
 HeadSelector = Union[str, Sequence[str], Callable[[Any], Any]]
 
@@ -95,6 +96,17 @@ def perturb(params, direction, scale):
   """``params + scale * direction`` computed in f32, cast to params' dtypes."""
   return optax.tree.cast_like(
       optax.tree.add_scale(f32(params), scale, f32(direction)), params)
+
+
+def orthogonal_part(x, y):
+  """The component of ``x`` orthogonal to ``y`` (pytrees, f32).
+
+  ``x - <x, u> u`` with ``u = y / ||y||`` (the overflow-safe
+  ``numerics.tree_l2_norm``); ``x`` itself when ``y = 0``.
+  """
+  norm = numerics.tree_l2_norm(y)
+  unit = jax.tree_util.tree_map(lambda l: numerics.safe_divide(l, norm), y)
+  return optax.tree.add_scale(x, -optax.tree.vdot(x, unit), unit)
 
 
 def leaf_mask(fn: str, arg: str, mask, params):

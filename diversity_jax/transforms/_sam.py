@@ -17,8 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from diversity_jax._src import checks
-from diversity_jax._src import numerics
-from diversity_jax.transforms import _common
+from diversity_jax.transforms import _ascent
 
 
 class SAMState(NamedTuple):
@@ -33,48 +32,6 @@ class SAMState(NamedTuple):
   sharpness: jax.Array
   perturbed_loss: jax.Array
   grad_norm: jax.Array
-
-
-def _vma(x) -> frozenset:
-  """Mesh axes over which ``x`` is device-varying inside ``shard_map``."""
-  aval = jax.typeof(x)
-  mat = getattr(aval, "manual_axis_type", None)
-  if mat is not None:
-    return frozenset(getattr(mat, "varying", ()))
-  return frozenset(getattr(aval, "vma", ()))
-
-
-def _varies(tree, axis_name) -> bool:
-  """True when the leaves are device-varying over ``axis_name`` (shard_map)."""
-  leaves = jax.tree_util.tree_leaves(tree)
-  return bool(leaves) and all(axis_name in _vma(l) for l in leaves)
-
-
-def _varying(tree, axis_name):
-  """Marks leaves device-varying so their gradients stay per-shard."""
-  def one(x):
-    if axis_name in _vma(x):
-      return x
-    try:
-      return jax.lax.pcast(x, axis_name, to="varying")
-    except (ValueError, NameError, TypeError):  # check_vma=False / pmap
-      return x
-  return jax.tree_util.tree_map(one, tree)
-
-
-def _weights_only(params):
-  """ASAM's authors' selection: every leaf but the biases gets ``T_w``.
-
-  A leaf is a bias when its own key contains ``'bias'`` (Flax, Equinox,
-  PyTorch-style names) or is ``'b'`` (Haiku).
-  """
-  def is_weight(path):
-    name = str(_common.key_of(path[-1])) if path else ""
-    return not ("bias" in name.lower() or name == "b")
-
-  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-  return jax.tree_util.tree_unflatten(treedef,
-                                      [is_weight(kp) for kp, _ in flat])
 
 
 def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
@@ -106,7 +63,8 @@ def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
   optax.sgd(0.1))``. Cost: the trainer's forward+backward plus one
   forward+backward at ``w + e`` plus one forward at ``w`` (for
   ``state.sharpness``; identical to the trainer's forward, so XLA's CSE
-  removes it under ``jit``): 2 passes. The diagnostics are readable from a
+  removes it under ``jit``; none when the extra argument ``value``, the
+  loss at ``w``, is passed): 2 passes. The diagnostics are readable from a
   chain's state with ``optax.tree_utils.tree_get(opt_state, 'sharpness')``
   (likewise ``'perturbed_loss'``, ``'grad_norm'``).
 
@@ -204,76 +162,24 @@ def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
   """
   fn = "sam"
   checks.check_nonnegative(rho, "rho", fn)
-  checks.check_nonnegative(eta, "eta", fn)
-  if m_sharpness and batch_axis_name is None:
-    checks._fail(fn, "`m_sharpness=True` requires `batch_axis_name` (the "
-                 "perturbation is computed per shard of that axis)")
-  if adaptive_mask is not None and not adaptive:
-    checks._fail(fn, "`adaptive_mask` selects the leaves that get ASAM's T_w "
-                 "and requires `adaptive=True`")
-  if isinstance(adaptive_mask, str):
-    checks.check_choice(adaptive_mask, ("weights",), "adaptive_mask", fn)
-    adaptive_mask = _weights_only
-
-  def t_mask(params):
-    if adaptive_mask is None:
-      return jax.tree_util.tree_map(lambda _: True, params)
-    return _common.leaf_mask(fn, "adaptive_mask", adaptive_mask, params)
+  ascent = _ascent.Ascent(fn, adaptive=adaptive, eta=eta,
+                          adaptive_mask=adaptive_mask,
+                          batch_axis_name=batch_axis_name,
+                          m_sharpness=m_sharpness)
 
   def init_fn(params):
-    if adaptive:
-      t_mask(params)
+    ascent.check_params(params)
     z = jnp.zeros((), jnp.float32)
     return SAMState(sharpness=z, perturbed_loss=z, grad_norm=z)
 
   def update_fn(updates, state, params=None, *, loss_fn=None, batch=None,
-                **extra):
+                value=None, **extra):
     del state, extra
-    _common.require_protocol(fn, params, loss_fn, batch)
-    _common.check_grads_match(fn, updates, params)
-    g = _common.f32(updates)
-    if batch_axis_name is not None:
-      if _varies(g, batch_axis_name):
-        if not m_sharpness:
-          g = jax.lax.pmean(g, batch_axis_name)
-      elif m_sharpness:
-        # Already-reduced gradients (shard_map's check_vma autodiff psums the
-        # gradient of replicated params): recompute the per-shard gradient.
-        g = _common.f32(jax.grad(
-            lambda p: _common.call_loss(fn, loss_fn, p, batch)[0])(
-                _varying(params, batch_axis_name)))
-    if adaptive:
-      t = jax.tree_util.tree_map(
-          lambda w, m: jnp.where(m, jnp.abs(jnp.asarray(w, jnp.float32)) + eta,
-                                 1.0), params, t_mask(params))
-      tg = jax.tree_util.tree_map(jnp.multiply, t, g)
-      norm = numerics.tree_l2_norm(tg)
-      direction = jax.tree_util.tree_map(jnp.multiply, t, tg)
-    else:
-      norm = numerics.tree_l2_norm(g)
-      direction = g
-    scale = numerics.safe_divide(jnp.asarray(rho, jnp.float32), norm)
-    adv_params = _common.perturb(params, direction, scale)
-
-    def value(p):
-      return _common.call_loss(fn, loss_fn, p, batch)
-
-    if batch_axis_name is not None:
-      # Per-shard gradient at w + e (varying params: no implicit psum).
-      adv_params = _varying(adv_params, batch_axis_name)
-    (adv_loss, _), adv_grads = jax.value_and_grad(value, has_aux=True)(
-        adv_params)
-    loss, _ = value(params)
-    sharpness = adv_loss - loss
-    adv_grads = _common.f32(adv_grads)
-    if batch_axis_name is not None:
-      adv_grads = jax.lax.pmean(adv_grads, batch_axis_name)
-      sharpness = jax.lax.pmean(sharpness, batch_axis_name)
-      adv_loss = jax.lax.pmean(adv_loss, batch_axis_name)
-      if _varies(norm, batch_axis_name):
-        norm = jax.lax.pmean(norm, batch_axis_name)
+    a = ascent(updates, params, loss_fn, batch, rho, value)
+    adv_grads, sharpness, adv_loss = ascent.mean(
+        (a.perturbed_grads, a.perturbed_loss - a.loss, a.perturbed_loss))
     new_state = SAMState(sharpness=sharpness, perturbed_loss=adv_loss,
-                         grad_norm=norm)
+                         grad_norm=ascent.reduced_norm(a.norm))
     return optax.tree.cast_like(adv_grads, updates), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -186,6 +186,19 @@ def test_digits_rotated_built(built_data_dir):
   assert x.max() == 1.0 and x.min() == 0.0
 
 
+def test_first_build_is_quiet(tmp_path, capfd, caplog):
+  # Nothing is downloaded: no TFDS "Downloading and preparing dataset Unknown
+  # size" line, and no "has no dataset_info.json" warning about the folder
+  # being built.
+  with caplog.at_level("INFO"):
+    data.load("digits_rotated", data_dir=str(tmp_path))
+  out, err = capfd.readouterr()
+  assert "Downloading" not in out + err and "prepared" not in out + err
+  assert not [r for r in caplog.records if "dataset_info" in r.getMessage()]
+  assert [r.getMessage() for r in caplog.records
+          if "diversity_jax.data: building" in r.getMessage()]
+
+
 def test_offline_build_is_cached(built_data_dir):
   from diversity_jax.data import _builders  # pylint: disable=g-import-not-at-top
   first = data.load("digits_rotated", data_dir=built_data_dir)  # builds if new

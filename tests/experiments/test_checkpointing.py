@@ -58,3 +58,28 @@ def test_partial_checkpoint_without_meta_is_skipped(tmp_path):
   with pytest.warns(checkpointing.CorruptCheckpointWarning):
     assert ck.restore_latest(_state(0))[0] == 1
   ck.close()
+
+
+def test_ctrl_c_during_a_save_is_raised_after_it(tmp_path, monkeypatch):
+  """A Ctrl-C that arrives mid-save leaves the step whole, then stops."""
+  import signal
+  ck = checkpointing.Checkpointer(str(tmp_path / "ck"), max_to_keep=3)
+  ck.save(1, _state(1), {"step": 1})
+  real_save = ck._manager.save
+
+  def interrupted_save(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)  # delivered while the save runs
+    return real_save(*args, **kwargs)
+
+  monkeypatch.setattr(ck._manager, "save", interrupted_save)
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      ck.save(2, _state(2), {"step": 2})
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  ck.close()
+  again = checkpointing.Checkpointer(str(tmp_path / "ck"), max_to_keep=3)
+  step, state, meta = again.restore_latest(_state(0))
+  assert step == 2 and meta == {"step": 2} and float(state["w"][0]) == 2.0
+  again.close()

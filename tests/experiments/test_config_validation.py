@@ -32,6 +32,8 @@ def no_compile(monkeypatch):
     ("optimizer", "lion", r"config.optimizer: unknown optimizer 'lion'; valid "
      r"choices: \['adam'"),
     ("learning_rate", -1.0, r"config.learning_rate: must be > 0, got -1.0"),
+    ("learning_rate", 1e39, r"config.learning_rate: must be a finite float32 "
+     r"number, got 1e\+39"),
     ("batch_size", 0, r"config.batch_size: must be >= 1, got 0"),
     ("batch_size", 12, r"config.batch_size: must be a multiple of the number "
      r"of devices \(8\), got 12"),
@@ -139,3 +141,35 @@ def test_cli_reports_config_error_and_exit_code(tmp_path):
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert "config.algorithm: unknown algorithm 'nope'" in proc.stderr
   assert "valid choices" in proc.stderr
+
+
+def test_check_field_path_names_the_closest_field(smoke_config):
+  config_validation.check_field_path(smoke_config, "hparams.sam_rho")
+  with pytest.raises(ConfigError, match=r"^config.learning_rat: no such field; "
+                     r"did you mean 'learning_rate'\?$"):
+    config_validation.check_field_path(smoke_config, "learning_rat")
+  with pytest.raises(ConfigError, match=r"^config.hparams.zzz: no such field; "
+                     r"config.hparams has the fields \['coral_gamma'"):
+    config_validation.check_field_path(smoke_config, "hparams.zzz")
+  with pytest.raises(ConfigError, match=r"^config.seed.x: no such field; "
+                     r"config.seed has no fields$"):
+    config_validation.check_field_path(smoke_config, "seed.x")
+
+
+@pytest.mark.parametrize("keys,algorithms,match", [
+    (["sam_rho"], ["erm"], r"^config.hparams.sam_rho: not used by algorithm "
+     r"'erm'; it is used by \['sam'\]$"),
+    (["hgp_grad_weight", "irm_lambda"], ["hutchinson", "vrex"],
+     r"^config.hparams.irm_lambda: not used by any of the algorithms "
+     r"\['hutchinson', 'vrex'\]; it is used by \['irm'\]$"),
+])
+def test_check_hparams_used(keys, algorithms, match):
+  with pytest.raises(ConfigError, match=match):
+    config_validation.check_hparams_used(keys, algorithms)
+
+
+def test_hparams_read_by_the_algorithm_are_accepted():
+  config_validation.check_hparams_used(["hgp_grad_weight"], ["hutchinson"])
+  config_validation.check_hparams_used(["fishr_ema", "fishr_lambda",
+                                        "fishr_anneal_steps"], ["fishr"])
+  config_validation.check_hparams_used([], ["erm"])

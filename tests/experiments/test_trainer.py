@@ -1,12 +1,15 @@
 """End-to-end training on the mock dataset: smoke per algorithm, resume after
-kill (bit-identical), corrupt checkpoint fallback, NaN stop, 8 devices vs 1."""
+kill (bit-identical, a half-written metrics line trimmed), workdir guards,
+corrupt checkpoint fallback, NaN stop, 8 devices vs 1."""
 
 import json
 import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import diversity_jax
@@ -107,6 +110,10 @@ def test_resume_after_kill_is_bit_identical(smoke_config, tmp_path,
   # checkpoint of step 4, before the one of step 6).
   _killed_at(c, str(tmp_path / "run"), monkeypatch, 4)
   assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["2", "4"]
+  # ... in the middle of writing a metrics row (a kill, or a full disk): the
+  # resume trims the half-written line.
+  with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
+    f.write('{"step": 5, "split": "train", "accuracy": 0.2')
   resumed = trainer.train_one(c, str(tmp_path / "run"), domain)
 
   assert resumed == ref
@@ -118,7 +125,8 @@ def test_resume_after_kill_is_bit_identical(smoke_config, tmp_path,
   # Resuming with a different config is refused, naming the field.
   c.learning_rate = 0.5
   with pytest.raises(config_validation.ConfigError,
-                     match=r"config.learning_rate: 0.5 differs"):
+                     match=r"^config.learning_rate: 0.5 here, 0.001 there: "
+                     r"the config differs from the run in "):
     trainer.train_one(c, str(tmp_path / "ref"), domain)
   a = _final_state(c, str(tmp_path / "ref"))
   b = _final_state(c, str(tmp_path / "run"))
@@ -158,11 +166,49 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(smoke_config, tmp_path,
 
   monkeypatch.setattr(data.MultiDomainBatches, "batch", poisoned)
   with pytest.raises(trainer.NonFiniteLossError,
-                     match=r"loss is nan .* at step 5.*checkpoint \(step 3\)"):
+                     match=r"^the training loss is nan at step 5 \(algorithm "
+                     r"'erm', learning_rate 0.001\); stopped, the last good "
+                     r"checkpoint \(step 3\) is kept in "):
     trainer.train_one(c, str(tmp_path), c.test_domains[0])
   ck = checkpointing.Checkpointer(str(tmp_path / "checkpoints"))
   assert ck.all_steps() == [3]
   ck.close()
+
+
+def test_nan_parameters_are_caught_by_their_norm(smoke_config, tmp_path,
+                                                 monkeypatch):
+  # A NaN update with a finite loss: the logged parameter norm must be NaN
+  # (a zero-safe norm would report 0 and let NaN parameters be saved).
+  c = smoke_config
+  c.num_steps, c.checkpoint_every, c.log_every = 4, 1, 1
+  original = trainer._make_optimizer
+
+  def nan_at_step_2(config):
+    opt = original(config)
+    def update(updates, state, params=None):
+      updates, state = opt.update(updates, state, params)
+      bad = state[0].count == 2 if isinstance(state, tuple) else False
+      return jax.tree.map(lambda u: jnp.where(bad, jnp.nan, u), updates), state
+    return optax.GradientTransformation(opt.init, update)
+
+  monkeypatch.setattr(trainer, "_make_optimizer", nan_at_step_2)
+  with pytest.raises(trainer.NonFiniteLossError,
+                     match=r"^the parameters diverged at step 2: parameter "
+                     r"norm nan after the update \(update norm nan, gradient "
+                     r"norm [0-9.]+\), from a finite loss of [0-9.]+ before "
+                     r"it .*last good checkpoint \(step 1\)"):
+    trainer.train_one(c, str(tmp_path), c.test_domains[0])
+
+
+def test_resume_with_fewer_steps_is_refused(smoke_config, tmp_path):
+  c = smoke_config
+  c.num_steps, c.checkpoint_every, c.eval_every = 6, 3, 3
+  trainer.train_one(c, str(tmp_path), c.test_domains[0])
+  c.num_steps = 4
+  with pytest.raises(config_validation.ConfigError,
+                     match=r"^config.num_steps: 4 is below the 6 steps already "
+                     r"trained in .*; use --config.num_steps=6 or more"):
+    trainer.train_one(c, str(tmp_path), c.test_domains[0])
 
 
 def test_eight_devices_match_one(smoke_config, tmp_path):

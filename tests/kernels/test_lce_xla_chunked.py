@@ -90,7 +90,9 @@ def test_fused_backward_all_ignored_and_bf16_fallback():
 def test_fused_backward_temporary_is_one_row_block():
   """Compile-only: ``fused_backward=True`` keeps one ``(rows, V)`` f32 logit
   tile (``n_fused_rows``), not a second masked or gradient tile, while the
-  reference's logits are ``n / rows`` times larger."""
+  reference's logits are ``n / rows`` times larger. The XLA of jax / jaxlib
+  < 0.10.2 (the floor is older) does not let the gradient tile reuse the
+  logits' buffer: two tiles there."""
   from diversity_jax.kernels.linear_cross_entropy import xla_fused
   n, d, v = 1024, 64, 65536
   rows = xla_fused.n_fused_rows(v)
@@ -106,8 +108,9 @@ def test_fused_backward_temporary_is_one_row_block():
     ).temp_size_in_bytes
 
   tile = rows * v * 4
+  tiles = 1 if jax.__version_info__ >= (0, 10, 2) else 2
   got = temp_bytes(fused_backward=True, block_tokens=1024)
-  assert tile <= got < 1.25 * tile, (got, tile)
+  assert tile <= got < (tiles + 0.25) * tile, (got, tiles, tile)
   assert temp_bytes(implementation="reference") >= n * v * 4
 
 

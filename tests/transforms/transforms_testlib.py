@@ -102,6 +102,18 @@ RULE_SPECS = [
     RuleSpec("sam", lambda: transforms.sam(0.05, adaptive=True)),
     RuleSpec("sam", lambda: transforms.sam(0.05, adaptive=True,
                                            adaptive_mask="weights")),
+    RuleSpec("gsam", lambda: transforms.gsam(
+        optax.linear_schedule(0.2, 0.02, 150), lr_max=0.2, lr_min=0.02,
+        rho_max=0.05, rho_min=0.01, alpha=0.3)),
+    RuleSpec("gsam", lambda: transforms.gsam(
+        0.1, rho_max=0.05, alpha=0.5, adaptive=True, eta=0.01,
+        minimize_fp=False)),
+    RuleSpec("every_k_steps",
+             lambda: transforms.every_k_steps(transforms.sam(0.05), 3)),
+    RuleSpec("every_k_steps", lambda: transforms.every_k_steps(
+        transforms.gsam(optax.linear_schedule(0.2, 0.02, 150), lr_max=0.2,
+                        lr_min=0.02, rho_max=0.05, rho_min=0.01, alpha=0.3),
+        2, between="gradient")),
     RuleSpec("gradient_norm_penalty",
              lambda: transforms.gradient_norm_penalty(0.05)),
     RuleSpec("gradient_norm_penalty",
@@ -127,6 +139,8 @@ RULE_SPECS = [
 
 # Public names that are not rules, each tested in the named file.
 OTHER_PUBLIC = {
+    "EveryKStepsState": "test_common.py",
+    "GSAMState": "test_common.py",
     "GradientNormPenaltyState": "test_common.py (state round trip)",
     "HessianAlignmentState": "test_common.py",
     "MESAState": "test_common.py",
@@ -159,5 +173,6 @@ def make_step(tx, loss_fn, counter=None):
 
 
 def flat(tree):
-  return np.concatenate([np.ravel(np.asarray(l, np.float64))
-                         for l in jax.tree_util.tree_leaves(tree)])
+  return np.concatenate([np.zeros(0)] + [
+      np.ravel(np.asarray(l, np.float64))
+      for l in jax.tree_util.tree_leaves(tree)])

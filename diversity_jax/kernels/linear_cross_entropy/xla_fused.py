@@ -5,7 +5,8 @@ are formed in the forward pass from full-vocabulary row blocks (Liger-style,
 6 N D V flops in total) and only scaled by the cotangent in the backward. It
 is faster; its temporary is one ``(rows, V)`` f32 logit tile of ~32 MiB
 (``n_fused_rows``; the target logit is a gather and the gradient tile
-overwrites the logits, so no second tile), which is small next to the
+overwrites the logits, so no second tile with jax / jaxlib >= 0.10.2, whose
+XLA reuses that buffer; two tiles with older ones), which is small next to the
 reference's logits only for large N, and its ``dW`` GEMMs lose efficiency
 when ``rows`` gets small (very large V). Its ``dX`` / ``dW`` residuals (f32,
 ``N D + V D``) exist from this forward to this backward, where the streaming
