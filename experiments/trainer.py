@@ -378,7 +378,7 @@ def check_same_run(config, workdir: str) -> None:
         "new --workdir or the same config")
 
 
-def _save_run_config(config, workdir: str) -> None:
+def save_run_config(config, workdir: str) -> None:
   """Writes ``workdir/config.json`` once (atomically, process 0 only)."""
   path = os.path.join(workdir, _RUN_CONFIG)
   if jax.process_index() != 0 or os.path.exists(path):
@@ -499,7 +499,7 @@ def train_one(config, workdir: str, test_domain: Optional[str], *,
   eval_sets["test_in"] = _eval_set(test_in, config.eval_batch_size, mesh)
   eval_sets["test_out"] = _eval_set(test_out, config.eval_batch_size, mesh)
 
-  _save_run_config(config, workdir)
+  save_run_config(config, workdir)
   primary = jax.process_index() == 0
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                     config.keep_checkpoints)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from typing import Any, Dict, List
 
@@ -153,17 +152,23 @@ def train(config, workdir: str) -> Dict[str, Any]:
     'final_loss', 'num_steps', 'compiles', 'table'}``.
 
   Raises:
-    ConfigError: a bad config field (before anything is built or compiled).
+    ConfigError: a bad config field (before anything is built or compiled),
+      a config that differs from the run already in ``workdir``, or fewer
+      ``num_steps`` than it has trained.
+    WorkdirError: ``workdir`` cannot be written (before data is built).
     NonFiniteLossError: the loss became NaN/inf (last good checkpoint kept).
+    TrainingInterrupted: Ctrl-C (a rerun resumes from the last checkpoint).
 
   Example:
     >>> from configs import lm
     >>> result = train(lm.get_config('smoke'), '/tmp/lm')
-    >>> result['val_ppl'] < result['unigram_ppl']
-    True
+    >>> result['num_steps'], result['compiles']
+    (6, 1)
   """
   from diversity_jax import data  # pylint: disable=g-import-not-at-top
   validation.validate(config)
+  trainer.check_writable(workdir)
+  trainer.check_same_run(config, workdir)
   ds = load_dataset(config)
   train_rows = ds.sequences("train")
   val_rows = ds.sequences("validation")
@@ -193,7 +198,8 @@ def train(config, workdir: str) -> Dict[str, Any]:
                                           eval_only=True),
                     in_shardings=(shardings.params, rows_sharding))
 
-  trainer.check_same_run(config, workdir)
+  trainer.save_run_config(config, workdir)
+  primary = jax.process_index() == 0
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                     config.keep_checkpoints)
   meta = {"step": 0, "evals": []}
@@ -201,9 +207,16 @@ def train(config, workdir: str) -> Dict[str, Any]:
   start = 0
   if restored is not None:
     start, state, meta = restored
-    if jax.process_index() == 0:
+    if start > config.num_steps:
+      ckpt.close()
+      raise config_validation.ConfigError(
+          f"config.num_steps: {config.num_steps} is below the {start} steps "
+          f"already trained in {workdir}; use --config.num_steps={start} or "
+          "more, or a new --workdir")
+    if primary:
       print(f"resumed from step {start} ({ckpt.directory})", flush=True)
-  writer = metrics_lib.MetricWriter(workdir, resume_step=start)
+  writer = (metrics_lib.MetricWriter(workdir, resume_step=start) if primary
+            else metrics_lib.NullWriter())
   pending: List = []
 
   def flush():
@@ -222,11 +235,12 @@ def train(config, workdir: str) -> Dict[str, Any]:
     writer.flush()
 
   progress = None
-  if config.progress_bar and jax.process_index() == 0:
+  if config.progress_bar and primary:
     import tqdm  # pylint: disable=g-import-not-at-top
     progress = tqdm.tqdm(total=config.num_steps, initial=start,
                          desc=config.name, leave=False)
   began = time.time()
+  done = start
   try:
     for step in range(start, config.num_steps):
       batch = data.shard_batch(batches.batch(step), mesh, axis=step_lib.DATA)
@@ -250,6 +264,14 @@ def train(config, workdir: str) -> Dict[str, Any]:
         ckpt.save(done, state, meta)
       if progress is not None:
         progress.update(1)
+  except KeyboardInterrupt:
+    good = ckpt.latest_step()
+    kept = ("no checkpoint yet" if good is None else
+            f"a rerun of the same command resumes from step {good} "
+            f"({ckpt.directory})")
+    raise trainer.TrainingInterrupted(
+        f"stopped by Ctrl-C after {done} of {config.num_steps} steps in "
+        f"{workdir}; {kept}") from None
   finally:
     if progress is not None:
       progress.close()
@@ -258,7 +280,8 @@ def train(config, workdir: str) -> Dict[str, Any]:
 
   final = meta["evals"][-1]
   table = results_table(config, ds, final)
-  lodo.write_table(table, workdir, "results")
+  if primary:
+    lodo.write_table(table, workdir, "results")
   result = {"val_ppl": final["val_ppl"], "val_loss": final["val_loss"],
             "unigram_ppl": table["unigram_ppl"],
             "oracle_unigram_ppl": table["oracle_unigram_ppl"],
@@ -266,20 +289,21 @@ def train(config, workdir: str) -> Dict[str, Any]:
             "num_steps": config.num_steps,
             "train_seconds": time.time() - began,
             "compiles": step_fn._cache_size()}  # pylint: disable=protected-access
-  with open(os.path.join(workdir, "result.json"), "w") as f:
-    json.dump(result, f, indent=1)
+  if primary:
+    with open(os.path.join(workdir, "result.json"), "w") as f:
+      json.dump(result, f, indent=1)
   result["table"] = table["markdown"]
   return result
 
 
 def main(config, workdir: str, *, plot: bool = False) -> int:
-  """``experiments.train``'s entry for ``config.task == 'lm'``: exit code."""
-  try:
-    result = train(config, workdir)
-  except (config_validation.ConfigError, FileNotFoundError, ImportError,
-          trainer.NonFiniteLossError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  """``experiments.train``'s entry for ``config.task == 'lm'``: exit code 0.
+
+  Errors propagate to ``experiments.cli``, which prints them on one line
+  with its exit codes (2: config / data / workdir, 1: a diverged run, 130:
+  Ctrl-C).
+  """
+  result = train(config, workdir)
   if jax.process_index() == 0:
     print(f"\n{config.name}: {config.dataset}, vocabulary {config.vocab_size}, "
           f"validation split\n{result['table']}\nwritten to "
