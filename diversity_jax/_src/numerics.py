@@ -91,8 +91,8 @@ def tree_l2_norm(tree) -> jax.Array:
   gradient, which is still exactly ``x / ||x||`` since the norm is
   homogeneous): bf16/f32 leaves anywhere in f32's normal range (about
   1e-38 to 3e38) keep their norm where the plain sum of squares gives
-  ``inf`` (above ~1e19) or 0 (below ~1e-19). The gradient is 0 (not NaN) at the origin; a NaN leaf
-  gives NaN, an infinite one ``inf``.
+  ``inf`` (above ~1e19) or 0 (below ~1e-19). The gradient is 0 (not NaN)
+  at the origin; a NaN leaf gives NaN, an infinite one ``inf``.
   """
   leaves = [promote_to_f32(l).astype(jnp.float32)
             for l in jax.tree_util.tree_leaves(tree) if jnp.size(l)]

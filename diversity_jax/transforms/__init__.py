@@ -22,8 +22,8 @@ The trainer's step is always::
   rule tells the two apart at trace time. The rules that need only the loss
   (:func:`sam`, :func:`gsam`, :func:`gradient_norm_penalty`,
   :func:`hessian_alignment`; :func:`every_k_steps` passes everything to its
-  rule) accept both and never read ``aux``. The others need ``aux`` as a dict and
-  raise a ``TypeError`` naming the key for a scalar ``loss_fn``:
+  rule) accept both and never read ``aux``. The others need ``aux`` as a
+  dict and raise a ``TypeError`` naming the key for a scalar ``loss_fn``:
   :func:`saf` and :func:`mesa` need ``aux['logits']`` (``batch_shape +
   (K,)``), :func:`udim` needs ``aux['per_example_loss']``
   (``batch_shape``).

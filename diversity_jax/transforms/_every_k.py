@@ -27,8 +27,8 @@ class EveryKStepsState(NamedTuple):
   Attributes:
     step: number of updates taken (the rule runs when ``step % k == 0``).
     direction: ``v / ||v||``, the unit component of the rule's last update
-      orthogonal to its gradient (params' dtypes; 0 when ``v = 0``); ``()`` with ``between='gradient'`` or
-      ``k = 1``.
+      orthogonal to its gradient (params' dtypes; 0 when ``v = 0``); ``()``
+      with ``between='gradient'`` or ``k = 1``.
     inner: the rule's state, as of its last computed step (its ``count``
       fields advance every step).
   """
@@ -78,8 +78,8 @@ def every_k_steps(rule: optax.GradientTransformationExtraArgs, k: int, *,
   (:func:`gsam`'s schedule counter), which advance every step. ``v`` is
   computed in f32 (scaled norms: bf16 gradients neither overflow nor
   underflow; the rule receives the gradient in f32 and so returns its
-  update in f32) and stored, as ``v / ||v||``, in the params' dtypes; the update is returned
-  in the gradients' dtypes. With bf16 gradients ``v`` is the difference of
+  update in f32) and stored, as ``v / ||v||``, in the params' dtypes; the
+  update is returned in the gradients' dtypes. With bf16 gradients ``v`` is the difference of
   two nearly parallel bf16 vectors, each rounded to ~0.4%: when ``||v||``
   is ~1% of ``||u||`` (small ``rho``) bf16 rounding is a large part of it,
   and the reuse step rescales it to ``alpha ||g||``; keep the gradients in

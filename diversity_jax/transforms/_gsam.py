@@ -76,12 +76,12 @@ def gsam(learning_rate: optax.ScalarOrSchedule, *, rho_max: float = 0.6,
 
   Cost: as :func:`sam` (the trainer's forward+backward plus one at ``w +
   e``; the optional extra argument ``value``, the loss at ``w``, is used
-  for ``state.sharpness``); the decomposition adds two inner products and
-  two norms. Mixed
-  precision: ``e``, ``w + e`` and the decomposition are computed in f32
-  (norms scaled, so bf16 gradients neither overflow nor underflow), ``w +
-  e`` is cast to the params' dtypes for ``loss_fn``, and the update is
-  returned in the gradients' dtypes. Diagnostics:
+  for ``state.sharpness``); the decomposition adds a norm, an inner product
+  and two axpys over the params. Mixed precision: ``e``, ``w + e`` and the
+  decomposition are computed in f32 (norms scaled, so bf16 gradients
+  neither overflow nor underflow), ``w + e`` is cast to the params' dtypes
+  for ``loss_fn``, and the update is returned in the gradients' dtypes.
+  Diagnostics:
   ``optax.tree_utils.tree_get(opt_state, 'rho')`` (likewise ``'sharpness'``,
   the surrogate gap, ``'perturbed_loss'``, ``'grad_norm'``).
 

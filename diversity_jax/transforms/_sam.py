@@ -66,7 +66,9 @@ def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
   removes it under ``jit``; none when the extra argument ``value``, the
   loss at ``w``, is passed): 2 passes. The diagnostics are readable from a
   chain's state with ``optax.tree_utils.tree_get(opt_state, 'sharpness')``
-  (likewise ``'perturbed_loss'``, ``'grad_norm'``).
+  (likewise ``'perturbed_loss'``, ``'grad_norm'``). :func:`every_k_steps`
+  runs it every ``k`` steps (LookSAM); :func:`gsam` adds the surrogate-gap
+  ascent.
 
   Relation to ``optax.contrib.sam``: both compute ``w - lr * grad L(w +
   e(w))`` with ``e = rho g / ||g||``. ``optax.contrib.sam(optimizer,
