@@ -15,14 +15,13 @@ import pytest
 
 from diversity_jax import losses
 from diversity_jax import metric_learning as ml
+from tests.metric_learning import np_reference
 
 GOLDEN = np.load(os.path.join(os.path.dirname(__file__), "..", "golden",
                               "metric_tooling.npz"))
 
 
-def _unit(x):
-  x = np.asarray(x, np.float64)
-  return x / np.linalg.norm(x, axis=1, keepdims=True)
+_unit = np_reference.unit
 
 
 def _np_pairs(labels, ref_labels=None):
@@ -164,34 +163,10 @@ def test_pair_losses_take_batch_hard_and_triplet_masks(loss_name):
 
   hard, semi, out_hard, out_semi = run(x)
   for mask, out in ((hard, out_hard), (semi, out_semi)):
-    ref = _np_masked_loss(loss_name, x, y, np.asarray(mask))
+    same = y[:, None] == y[None, :]
+    pos = np.asarray(mask) & same & ~np.eye(len(y), dtype=bool)
+    ref = np_reference.pair_loss(loss_name, x, pos, np.asarray(mask) & ~same)
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
-
-
-def _np_masked_loss(name, x, y, mask):
-  s = _unit(x) @ _unit(x).T
-  same = y[:, None] == y[None, :]
-  pos, neg = mask & same, mask & ~same
-  np.fill_diagonal(pos, False)
-  if name == "multi_similarity_loss":
-    out = []
-    for i in range(len(y)):
-      lp = np.log1p(np.sum(np.exp(-2.0 * (s[i, pos[i]] - 0.5)))) / 2.0
-      ln = np.log1p(np.sum(np.exp(50.0 * (s[i, neg[i]] - 0.5)))) / 50.0
-      out.append(lp + ln)
-    return np.array(out)
-  if name == "threshold_consistent_margin_loss":
-    hp = s[pos][s[pos] <= 0.9]
-    hn = s[neg][s[neg] >= 0.5]
-    return ((0.9 - hp).mean() if hp.size else 0.0) + (
-        (hn - 0.5).mean() if hn.size else 0.0)
-  xn = _unit(x)
-  noise = np.var(xn[None, :, :] - xn[:, None, :], axis=-1, ddof=1)
-  d = noise / np.var(xn, axis=-1, ddof=1)[:, None]
-  lp = np.maximum(d[pos], 0.0)
-  ln = np.maximum(1.0 - d[neg], 0.0)
-  return (lp[lp > 0].mean() if np.any(lp > 0) else 0.0) + (
-      ln[ln > 0].mean() if np.any(ln > 0) else 0.0)
 
 
 def test_where_drops_examples_from_every_miner():
