@@ -101,7 +101,7 @@ def cross_batch_memory_update(state: CrossBatchMemoryState, embeddings, labels,
 
   References:
     Wang, Zhang, Huang, Scott, "Cross-Batch Memory for Embedding Learning",
-    CVPR 2020, Sec. 4 (memory update, Algorithm 1) (arXiv:1912.06798).
+    CVPR 2020, Sec. 4 (the memory and its update) (arXiv:1912.06798).
     Code: pytorch-metric-learning ``losses.CrossBatchMemory``.
   """
   fn = "cross_batch_memory_update"
@@ -179,7 +179,7 @@ def cross_batch_memory_loss(loss_fn: Callable, embeddings, labels,
 
   References:
     Wang, Zhang, Huang, Scott, "Cross-Batch Memory for Embedding Learning",
-    CVPR 2020, Sec. 4 (XBM loss, Eq. 5) (arXiv:1912.06798). Code:
+    CVPR 2020, Sec. 4 (the XBM loss) (arXiv:1912.06798). Code:
     github.com/msight-tech/research-xbm; pytorch-metric-learning
     ``losses.CrossBatchMemory``.
   """

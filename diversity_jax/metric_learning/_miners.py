@@ -74,8 +74,8 @@ def multi_similarity_miner(embeddings, labels, *, epsilon=0.1, where=None,
 
   References:
     Wang, Han, Huang, Dong, Scott, "Multi-Similarity Loss with General Pair
-    Weighting for Deep Metric Learning", CVPR 2019, Sec. 4 (pair mining,
-    Eqs. 7-8) (arXiv:1904.06627). Code: github.com/msight-tech/research-ms-loss;
+    Weighting for Deep Metric Learning", CVPR 2019, Sec. 4 (pair mining)
+    (arXiv:1904.06627). Code: github.com/msight-tech/research-ms-loss;
     pytorch-metric-learning ``miners.MultiSimilarityMiner``.
   """
   fn = "multi_similarity_miner"
@@ -123,7 +123,7 @@ def batch_hard_miner(embeddings, labels, *, where=None, ref_embeddings=None,
 
   References:
     Hermans, Beyer, Leibe, "In Defense of the Triplet Loss for Person
-    Re-Identification", arXiv:1703.07737, 2017, Sec. 2 (batch hard, Eq. 5).
+    Re-Identification", arXiv:1703.07737, 2017, Sec. 2 (batch hard).
     Code: pytorch-metric-learning ``miners.BatchHardMiner``.
   """
   fn = "batch_hard_miner"
@@ -183,8 +183,8 @@ def triplet_margin_miner(embeddings, labels, *, margin=0.2,
 
   References:
     Schroff, Kalenichenko, Philbin, "FaceNet: A Unified Embedding for Face
-    Recognition and Clustering", CVPR 2015, Sec. 3.2 (semi-hard negatives,
-    Eq. 4); Hermans, Beyer, Leibe, arXiv:1703.07737, 2017. Code:
+    Recognition and Clustering", CVPR 2015, Sec. 3.2 (semi-hard
+    negatives); Hermans, Beyer, Leibe, arXiv:1703.07737, 2017. Code:
     pytorch-metric-learning ``miners.TripletMarginMiner``.
   """
   fn = "triplet_margin_miner"

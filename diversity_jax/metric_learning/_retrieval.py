@@ -168,10 +168,10 @@ def retrieval_metrics(query_embeddings, query_labels, ref_embeddings=None,
     True
 
   References:
-    Musgrave, Belongie, Lim, "A Metric Learning Reality Check", ECCV 2020,
-    Sec. 3.3 (MAP@R, R-precision) (arXiv:2003.08505); Recall@k as in Oh Song
-    et al., "Deep Metric Learning via Lifted Structured Feature Embedding",
-    CVPR 2016, Sec. 5. Code: pytorch-metric-learning
+    Musgrave, Belongie, Lim, "A Metric Learning Reality Check", ECCV 2020
+    (MAP@R and R-precision) (arXiv:2003.08505); Recall@k as in Oh Song et
+    al., "Deep Metric Learning via Lifted Structured Feature Embedding",
+    CVPR 2016. Code: pytorch-metric-learning
     ``utils.accuracy_calculator.AccuracyCalculator``.
   """
   fn = "retrieval_metrics"

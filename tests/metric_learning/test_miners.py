@@ -213,6 +213,13 @@ def test_miner_bad_inputs_raise_naming_the_argument():
        "`margin`"),
       (lambda: ml.pairs_from_triplets(jnp.ones((2, 3, 4), bool)), ValueError,
        "`triplet_mask`"),
+      # The pair losses share the reference / pair-mask checks.
+      (lambda: losses.multi_similarity_loss(x, y, ref_labels=y), ValueError,
+       "`ref_embeddings`"),
+      (lambda: losses.threshold_consistent_margin_loss(
+          x, y, ref_embeddings=x, ref_labels=y[:3]), ValueError, "`ref_labels`"),
+      (lambda: losses.snr_contrastive_loss(
+          x, y, pair_where=jnp.ones((4, 5), bool)), ValueError, "`pair_where`"),
   ]
   for call, error, needle in cases:
     with pytest.raises(error, match=needle):
