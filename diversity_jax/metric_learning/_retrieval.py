@@ -188,6 +188,12 @@ def retrieval_metrics(query_embeddings, query_labels, ref_embeddings=None,
   if any(j < 1 for j in recall_at):
     raise ValueError(f"{fn}: `recall_at` values must be >= 1, got {recall_at}")
   num_refs = refs.shape[0] - int(exclude_self)
+  if q.shape[0] < 1 + int(exclude_self):
+    raise ValueError(f"{fn}: `query_embeddings` must hold at least "
+                     f"{1 + int(exclude_self)} rows, got {q.shape[0]}")
+  if num_refs < 1:
+    raise ValueError(f"{fn}: `ref_embeddings` must hold at least 1 row, "
+                     f"got {refs.shape[0]}")
   if k is None:
     if not (checks.is_concrete(query_labels) and checks.is_concrete(ref_labels)):
       raise ValueError(f"{fn}: `k` is required when the labels are traced "

@@ -153,6 +153,12 @@ def test_bad_inputs_raise_naming_the_argument():
        "`distance`"),
       (lambda: ml.retrieval_metrics(x, y, recall_at=(1,), block_size=0),
        "`block_size`"),
+      (lambda: ml.retrieval_metrics(x[:0], y[:0], recall_at=(1,)),
+       "`query_embeddings`"),
+      (lambda: ml.retrieval_metrics(x[:1], y[:1], recall_at=(1,)),
+       "`query_embeddings`"),
+      (lambda: ml.retrieval_metrics(x, y, x[:0], y[:0], recall_at=(1,)),
+       "`ref_embeddings`"),
   ]
   for call, needle in cases:
     with pytest.raises(ValueError, match=needle):
