@@ -37,7 +37,7 @@ def get_config(arg=None):
   c.uds_alpha = 2.5e-3          # the UDS authors' default
   c.progress = True
   if arg == "smoke":
-    c.losses = ("ce", "aldr_kl(c=0.1,a=2)", "bias_loss(0.3,0.3)")
+    c.losses = ("aldr_kl(c=0.1,a=2)", "bias_loss(0.3,0.3)")
     c.noise_rates = (0.4,)
     c.model = "mlp_tiny"
     c.num_steps = 5

@@ -117,12 +117,30 @@ def settings(config) -> List[Setting]:
   return out
 
 
-def make_grid_train(config, entry: loss_table.StudyLoss, num_classes: int):
-  """``train(arrays, seeds, pair, rates) -> {'test_acc', 'noisy_fit', ...}``.
+def make_grid_start(config, num_classes: int):
+  """``start(x_train, y_train, seeds, pair, rates) -> (params, y_noisy)``.
 
-  One setting trains ``config.num_steps`` Adam steps on the noisy labels;
-  the returned function is vmapped over the settings' axis (``seeds``,
-  ``pair``, ``rates``: ``(S,)`` each) and jitted: one compile per loss.
+  Each setting's initial parameters and noisy training labels, vmapped over
+  the settings and jitted; shared by every loss (compiled once per run).
+  """
+  model = get_model(config.model, num_classes)
+
+  def start_one(x_train, y_train, seed, pair, rate):
+    k_noise, k_init = jax.random.split(jax.random.key(seed))
+    y_noisy = label_noise.corrupt_labels(k_noise, y_train, rate, pair,
+                                         num_classes=num_classes)
+    return model.init(k_init, x_train[:1])["params"], y_noisy
+
+  return jax.jit(jax.vmap(start_one, in_axes=(None, None, 0, 0, 0)))
+
+
+def make_grid_train(config, entry: loss_table.StudyLoss, num_classes: int):
+  """``train(arrays, params, y_noisy, seeds) -> {'test_acc', ...}``.
+
+  One setting trains ``config.num_steps`` Adam steps from ``params`` on its
+  noisy labels ``y_noisy`` (batches drawn with replacement from the seed);
+  the returned function is vmapped over the settings' axis and jitted: one
+  compile per loss.
   """
   model = get_model(config.model, num_classes)
   tx = optax.adam(config.learning_rate)
@@ -133,12 +151,9 @@ def make_grid_train(config, entry: loss_table.StudyLoss, num_classes: int):
   def forward(params, x):
     return model.apply({"params": params}, x, return_features=True)
 
-  def train_one(x_train, y_train, x_test, y_test, seed, pair, rate):
+  def train_one(x_train, y_train, x_test, y_test, params, y_noisy, seed):
     n = y_train.shape[0]
-    k_noise, k_init, k_data = jax.random.split(jax.random.key(seed), 3)
-    y_noisy = label_noise.corrupt_labels(k_noise, y_train, rate, pair,
-                                         num_classes=num_classes)
-    params = model.init(k_init, x_train[:1])["params"]
+    k_data = jax.random.fold_in(jax.random.key(seed), 1)
     memory = online_selection.init_memory(config.memory_size, num_classes)
     carry0 = (params, tx.init(params), entry.init_state(n), memory)
 
@@ -198,12 +213,14 @@ def run(config, workdir: str) -> List[Dict]:
   pair = jnp.array([s.kind == "pair" for s in grid])
   rates = jnp.array([s.rate for s in grid], jnp.float32)
   data = tuple(jnp.asarray(a) for a in arrays[:4])
+  params, y_noisy = make_grid_start(config, arrays.num_classes)(
+      data[0], data[1], seeds, pair, rates)
   rows, timing = [], {}
   for name in config.losses:
     t0, c0 = time.perf_counter(), _cpu_seconds()
     train = make_grid_train(config, loss_table.LOSSES[name],
                             arrays.num_classes)
-    out = jax.device_get(train(*data, seeds, pair, rates))
+    out = jax.device_get(train(*data, params, y_noisy, seeds))
     timing[name] = (time.perf_counter() - t0, _cpu_seconds() - c0)
     for i, s in enumerate(grid):
       rows.append({"loss": name, "seed": s.seed, "kind": s.kind,
