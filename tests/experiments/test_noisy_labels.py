@@ -1,5 +1,7 @@
 """The label-noise study: noise functions, online selection, loss table, smoke."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +15,8 @@ from experiments.noisy import online_selection
 from experiments.noisy import program
 
 K = 5
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 
 
 def _corrupt(labels, rate, pair, seed=0):
@@ -178,3 +182,16 @@ def test_online_selection_option_trains_on_the_selected_sub_batch(tmp_path):
   rows = program.run(c, str(tmp_path))
   assert [r["kind"] for r in rows] == ["clean"]
   assert np.isfinite(rows[0]["final_loss"])
+
+
+def test_cli_config_error_is_one_line_exit_2(tmp_path):
+  import subprocess
+  import sys
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.train", "--config",
+       "configs/noisy_labels.py:smoke", "--config.losses=('nope',)",
+       f"--workdir={tmp_path}"], capture_output=True, text=True,
+      cwd=ROOT, check=False)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().startswith("error: config.losses: unknown loss")
+  assert len(proc.stderr.strip().splitlines()) == 1
