@@ -271,8 +271,7 @@ def _write(workdir, rows, table, timing) -> None:
 
 def main(config, workdir: str) -> int:
   """The ``experiments.train`` entry point of this task: run, print the table."""
-  rows = run(config, workdir)
-  del rows
+  run(config, workdir)
   with open(os.path.join(workdir, "results.md")) as f:
     table = f.read()
   sel = "" if config.selection == "none" else (
