@@ -97,11 +97,14 @@ def get_config(arg=None):
   # Online batch selection (issue 17): 'uds' draws candidate_factor *
   # batch_size candidates per step and trains on the batch_size kept by
   # diversity_jax.selection.uds_select; 'none' trains on a plain batch.
-  c.selection = "none"
+  c.batch_selection = "none"
   c.candidate_factor = 4
   c.memory_size = 256
   c.uds_alpha = 2.5e-3          # the UDS authors' default
   c.progress = True
+  # python -m experiments.sweep: the same grid over sweep.seeds, for the
+  # losses of sweep.algorithms ("": config.losses).
+  c.sweep = ml_collections.ConfigDict({"algorithms": "", "seeds": "0,1,2,3,4"})
   if arg == "smoke":
     c.losses = ("aldr_kl(c=0.1,a=2)", "bias_loss(0.3,0.3)")
     c.noise_rates = (0.4,)
@@ -113,8 +116,9 @@ def get_config(arg=None):
     c.progress = False
   elif arg == "mnist":
     c.dataset = "mnist5k"
-  elif arg == "uds":
-    c.selection = "uds"
+  elif arg == "uds":   # the UDS step costs ~6x a plain one on CPU
+    c.batch_selection = "uds"
+    c.losses = ("ce", "gce(q=0.7)", "sce(a=0.1,b=1,A=-4)", "mae")
   elif arg:
     raise ValueError(f"configs/noisy_labels.py: unknown preset {arg!r}; "
                      "valid: 'smoke', 'mnist', 'uds'")

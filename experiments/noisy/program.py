@@ -1,7 +1,7 @@
-"""The label-noise study (``config.task = 'noisy_labels'``): train and table.
+"""The label-noise study's engine: the whole grid of one loss in one program.
 
-``python -m experiments.train --config configs/noisy_labels.py`` dispatches
-here. For every loss of ``config.losses`` (``experiments.noisy.loss_table``)
+``experiments/studies/noisy_labels.py`` (``config.task = 'noisy_labels'``)
+drives it and makes the tables. For every loss of ``config.losses`` (``experiments.noisy.loss_table``)
 ONE jitted program trains the whole grid of settings at once, vmapped over
 (seed, noise kind, noise rate): every setting has the same shapes, so the
 loss compiles once and the grid runs as one batched training loop
@@ -31,7 +31,7 @@ from experiments.noisy import loss_table
 from experiments.noisy import online_selection
 
 DATASETS = ("digits", "mnist5k")
-SELECTIONS = ("none", "uds")
+BATCH_SELECTIONS = ("none", "uds")
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
 
@@ -62,8 +62,7 @@ def load_arrays(name: str) -> Arrays:
   return Arrays(x[train], y[train], x[test], y[test], 10)
 
 
-def _fail(field, message):
-  raise config_validation.ConfigError(f"config.{field}: {message}")
+_fail = config_validation.fail
 
 
 def validate(config) -> None:
@@ -91,12 +90,13 @@ def validate(config) -> None:
     v = config[field]
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
       _fail(field, f"must be an int >= 1, got {v!r}")
-  if config.selection not in SELECTIONS:
-    _fail("selection", f"unknown selection {config.selection!r}; valid: "
-          f"{list(SELECTIONS)}")
-  if config.selection == "uds" and config.memory_size < config.batch_size:
+  if config.batch_selection not in BATCH_SELECTIONS:
+    _fail("batch_selection", f"unknown batch selection "
+          f"{config.batch_selection!r}; valid: {list(BATCH_SELECTIONS)}")
+  if (config.batch_selection == "uds"
+      and config.memory_size < config.batch_size):
     _fail("memory_size", f"must be >= batch_size ({config.batch_size}) for "
-          f"selection='uds', got {config.memory_size}")
+          f"batch_selection='uds', got {config.memory_size}")
   if not config.learning_rate > 0:
     _fail("learning_rate", f"must be > 0, got {config.learning_rate!r}")
 
@@ -145,7 +145,7 @@ def make_grid_train(config, entry: loss_table.StudyLoss, num_classes: int):
   model = get_model(config.model, num_classes)
   tx = optax.adam(config.learning_rate)
   b = config.batch_size
-  uds = config.selection == "uds"
+  uds = config.batch_selection == "uds"
   n_candidates = b * config.candidate_factor if uds else b
 
   def forward(params, x):
@@ -194,16 +194,23 @@ def make_grid_train(config, entry: loss_table.StudyLoss, num_classes: int):
   return jax.jit(jax.vmap(train_one, in_axes=data_axes + (0, 0, 0)))
 
 
-def _column(s: Setting) -> str:
-  return "clean" if s.kind == "clean" else f"{s.kind} {round(s.rate * 100)}%"
+def column(s: Setting) -> str:
+  """The table column of a setting: ``'clean'``, ``'sym 40%'``, ``'pair 80%'``."""
+  if s.kind == "clean":
+    return "clean"
+  return f"{'sym' if s.kind == 'symmetric' else s.kind} {round(s.rate * 100)}%"
 
 
-def run(config, workdir: str) -> List[Dict]:
-  """Trains every loss on the grid; writes results.md / .csv / .json.
+def run_grid(config, workdir: str) -> List[Dict]:
+  """Trains every loss of ``config.losses`` on the grid of ``settings``.
+
+  Writes ``runs.csv`` (one row per run) and ``timing.json`` (wall and CPU
+  seconds per loss) into ``workdir``.
 
   Returns:
     One row per (loss, setting): ``{'loss', 'seed', 'kind', 'rate',
-    'test_acc', 'noisy_fit', 'noise_realized', 'final_loss'}``.
+    'test_acc', 'noisy_fit', 'noise_realized', 'final_loss'}`` (accuracies
+    and rates in %).
   """
   validate(config)
   os.makedirs(workdir, exist_ok=True)
@@ -221,64 +228,24 @@ def run(config, workdir: str) -> List[Dict]:
     train = make_grid_train(config, loss_table.LOSSES[name],
                             arrays.num_classes)
     out = jax.device_get(train(*data, params, y_noisy, seeds))
-    timing[name] = (time.perf_counter() - t0, _cpu_seconds() - c0)
+    timing[name] = {"wall_s": time.perf_counter() - t0,
+                    "cpu_s": _cpu_seconds() - c0}
     for i, s in enumerate(grid):
       rows.append({"loss": name, "seed": s.seed, "kind": s.kind,
                    "rate": s.rate,
                    **{k: float(v[i]) for k, v in out.items()}})
     if config.progress:
-      print(f"  {name}: {timing[name][0]:.1f} s wall, "
-            f"{timing[name][1]:.1f} s CPU", flush=True)
-  table = format_table(rows, grid)
-  _write(workdir, rows, table, timing)
+      print(f"  {name}: {timing[name]['wall_s']:.1f} s wall, "
+            f"{timing[name]['cpu_s']:.1f} s CPU", flush=True)
+  with open(os.path.join(workdir, "runs.csv"), "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+  with open(os.path.join(workdir, "timing.json"), "w") as f:
+    json.dump(timing, f, indent=1)
   return rows
 
 
 def _cpu_seconds() -> float:
   r = resource.getrusage(resource.RUSAGE_SELF)
   return r.ru_utime + r.ru_stime
-
-
-def format_table(rows: List[Dict], grid: List[Setting]) -> str:
-  """Markdown: one row per loss, clean test accuracy (%) per noise setting,
-  ``mean ± std`` over seeds (the mean alone for one seed)."""
-  columns = list(dict.fromkeys(_column(s) for s in grid))
-  losses = list(dict.fromkeys(r["loss"] for r in rows))
-  lines = ["| loss | " + " | ".join(columns) + " |",
-           "|---" * (len(columns) + 1) + "|"]
-  for name in losses:
-    cells = []
-    for col in columns:
-      acc = [r["test_acc"] for r in rows if r["loss"] == name
-             and _column(Setting(0, r["kind"], r["rate"])) == col]
-      cells.append(f"{np.mean(acc):.1f}" if len(acc) == 1 else
-                   f"{np.mean(acc):.1f} ± {np.std(acc):.1f}")
-    lines.append(f"| {name} | " + " | ".join(cells) + " |")
-  return "\n".join(lines) + "\n"
-
-
-def _write(workdir, rows, table, timing) -> None:
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(table)
-  with open(os.path.join(workdir, "results.csv"), "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-  with open(os.path.join(workdir, "timing.json"), "w") as f:
-    json.dump({k: {"wall_s": v[0], "cpu_s": v[1]} for k, v in timing.items()},
-              f, indent=1)
-
-
-def main(config, workdir: str) -> int:
-  """The ``experiments.train`` entry point of this task: run, print the table."""
-  run(config, workdir)
-  with open(os.path.join(workdir, "results.md")) as f:
-    table = f.read()
-  sel = "" if config.selection == "none" else (
-      f", online selection {config.selection} (1 of "
-      f"{config.candidate_factor} candidates)")
-  print(f"\n{config.name}: {config.dataset}, {config.num_steps} steps{sel}; "
-        f"clean test accuracy (%) after training on noisy labels, "
-        f"seeds {list(config.seeds)}\n{table}"
-        f"written to {os.path.join(workdir, 'results.md')} and results.csv")
-  return 0

@@ -7,10 +7,9 @@ import os
 
 import pytest
 
-from experiments import config_validation
 from experiments.studies import dg
 from experiments.lm import validation as lm_validation
-from experiments.noisy import program as noisy_program
+from experiments import studies
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -33,9 +32,7 @@ def test_config_documented_and_valid(name):
   assert "Expected runtime" in doc
   assert ("Expected result" if lm else "Expected accuracy") in doc
   assert "PLACEHOLDER" not in doc
-  validate = {"lm": lm_validation.validate,
-              "noisy_labels": noisy_program.validate}.get(
-                  task, config_validation.validate_config)
+  validate = lm_validation.validate if lm else studies.get(task).validate
   for arg in (None, "smoke"):
     validate(module.get_config(arg))
   with pytest.raises(ValueError, match="unknown preset 'nope'"):

@@ -141,7 +141,7 @@ def test_reweighted_entry_is_the_weighted_ce():
     ("losses", ("ce", "nope"), "config.losses: unknown loss 'nope'"),
     ("noise_kinds", ("open_set",), "config.noise_kinds"),
     ("noise_rates", (0.0,), "config.noise_rates"),
-    ("selection", "rho", "config.selection"),
+    ("batch_selection", "rho", "config.batch_selection"),
     ("dataset", "cifar", "config.dataset"),
     ("batch_size", 0, "config.batch_size"),
 ])
@@ -153,35 +153,40 @@ def test_bad_config_fields_are_named(field, value, match):
     program.validate(c)
 
 
-def test_smoke_preset_runs_end_to_end(tmp_path, capsys):
+def test_smoke_preset_runs_end_to_end(tmp_path):
   from configs import noisy_labels
+  from experiments.studies import noisy_labels as study
   c = noisy_labels.get_config("smoke")
-  assert program.main(c, str(tmp_path)) == 0
-  out = capsys.readouterr().out
-  assert "| loss | clean | symmetric 40% | pair 40% |" in out
-  rows = [r for r in open(tmp_path / "results.csv")][1:]
-  assert len(rows) == len(c.losses) * 3
-  realized = {r["kind"]: r["noise_realized"] for r in _csv(tmp_path)}
+  (table,) = study.run(c, str(tmp_path))
+  header = "| loss | clean | sym 40% | pair 40% | avg | seeds |"
+  assert table["markdown"].splitlines()[0] == header
+  assert open(tmp_path / "results.md").read().startswith(header)
+  runs = _csv(tmp_path / "runs.csv")
+  assert len(runs) == len(c.losses) * 3
+  realized = {r["kind"]: r["noise_realized"] for r in runs}
   assert realized["clean"] == 0.0
   # round(0.4 * 1438) = 575 flipped training labels of 1,438.
   assert abs(realized["symmetric"] - 575 / 1438 * 100) < 1e-3
   assert abs(realized["pair"] - 575 / 1438 * 100) < 1e-3
-
-
-def _csv(path):
-  import csv
-  with open(path / "results.csv") as f:
-    return [{k: (float(v) if k not in ("loss", "kind") else v)
-             for k, v in r.items()} for r in csv.DictReader(f)]
+  cell = float(table["markdown"].splitlines()[2].split("|")[2])
+  first = [r["test_acc"] for r in runs if r["kind"] == "clean"][0]
+  assert abs(cell - first) < 0.051
 
 
 def test_online_selection_option_trains_on_the_selected_sub_batch(tmp_path):
   from configs import noisy_labels
   c = noisy_labels.get_config("smoke")
-  c.losses, c.noise_kinds, c.selection = ("ce",), (), "uds"
-  rows = program.run(c, str(tmp_path))
+  c.losses, c.noise_kinds, c.batch_selection = ("ce",), (), "uds"
+  rows = program.run_grid(c, str(tmp_path))
   assert [r["kind"] for r in rows] == ["clean"]
   assert np.isfinite(rows[0]["final_loss"])
+
+
+def _csv(path):
+  import csv
+  with open(path) as f:
+    return [{k: (float(v) if k not in ("loss", "kind") else v)
+             for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 def test_cli_config_error_is_one_line_exit_2(tmp_path):
