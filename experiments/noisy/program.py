@@ -117,76 +117,98 @@ def settings(config) -> List[Setting]:
   return out
 
 
-def make_grid_start(config, num_classes: int):
-  """``start(x_train, y_train, seeds, pair, rates) -> (params, y_noisy)``.
+def start_setting(model, num_classes: int):
+  """``(x_train, y_train, seed, pair, rate) -> (params, y_noisy)`` of one setting.
 
-  Each setting's initial parameters and noisy training labels, vmapped over
-  the settings and jitted; shared by every loss (compiled once per run).
+  The initial parameters and the noisy training labels, both from ``seed``.
   """
-  model = get_model(config.model, num_classes)
-
   def start_one(x_train, y_train, seed, pair, rate):
     k_noise, k_init = jax.random.split(jax.random.key(seed))
     y_noisy = label_noise.corrupt_labels(k_noise, y_train, rate, pair,
                                          num_classes=num_classes)
     return model.init(k_init, x_train[:1])["params"], y_noisy
+  return start_one
 
-  return jax.jit(jax.vmap(start_one, in_axes=(None, None, 0, 0, 0)))
+
+def draw_candidates(config, seed, step, n: int) -> jax.Array:
+  """The training-set ids drawn at ``step`` (with replacement), pure in both."""
+  uds = config.batch_selection == "uds"
+  size = config.batch_size * (config.candidate_factor if uds else 1)
+  k_data = jax.random.fold_in(jax.random.key(seed), 1)
+  return jax.random.randint(jax.random.fold_in(k_data, step), (size,), 0, n)
+
+
+def make_batch_loss(config, entry: loss_table.StudyLoss, model):
+  """``(params, x, y, index, loss_state, memory) -> (loss, (state, memory))``.
+
+  One step's training loss on the drawn candidates ``x`` (``(C, ...)``),
+  their noisy labels ``y`` and training-set ids ``index``: with
+  ``batch_selection='uds'`` the ``batch_size`` kept by UDS (scored with the
+  current model, no gradient), otherwise all of them.
+  """
+  uds = config.batch_selection == "uds"
+
+  def batch_loss(params, x, y, index, loss_state, memory):
+    if uds:
+      logits = model.apply({"params": jax.lax.stop_gradient(params)}, x)
+      keep, memory = online_selection.select_sub_batch(
+          logits, memory, config.batch_size, alpha=config.uds_alpha)
+      x, y, index = x[keep], y[keep], index[keep]
+    logits, features = model.apply({"params": params}, x,
+                                   return_features=True)
+    loss, loss_state = entry.loss(logits, y, features, index, loss_state)
+    return loss, (loss_state, memory)
+  return batch_loss
+
+
+def accuracy(model, params, x, y) -> jax.Array:
+  """Accuracy (%) of ``model`` on ``(x, y)``."""
+  logits = model.apply({"params": params}, x)
+  return jnp.mean(jnp.argmax(logits, -1) == y) * 100.0
+
+
+def make_grid_start(config, num_classes: int):
+  """``start(x_train, y_train, seeds, pair, rates) -> (params, y_noisy)``.
+
+  :func:`start_setting` vmapped over the settings and jitted; shared by
+  every loss (compiled once per run).
+  """
+  model = get_model(config.model, num_classes)
+  return jax.jit(jax.vmap(start_setting(model, num_classes),
+                          in_axes=(None, None, 0, 0, 0)))
 
 
 def make_grid_train(config, entry: loss_table.StudyLoss, num_classes: int):
   """``train(arrays, params, y_noisy, seeds) -> {'test_acc', ...}``.
 
   One setting trains ``config.num_steps`` Adam steps from ``params`` on its
-  noisy labels ``y_noisy`` (batches drawn with replacement from the seed);
-  the returned function is vmapped over the settings' axis and jitted: one
-  compile per loss.
+  noisy labels ``y_noisy`` (:func:`draw_candidates`, :func:`make_batch_loss`
+  inside a ``lax.scan``); the returned function is vmapped over the
+  settings' axis and jitted: one compile per loss.
   """
   model = get_model(config.model, num_classes)
   tx = optax.adam(config.learning_rate)
-  b = config.batch_size
-  uds = config.batch_selection == "uds"
-  n_candidates = b * config.candidate_factor if uds else b
-
-  def forward(params, x):
-    return model.apply({"params": params}, x, return_features=True)
+  batch_loss = make_batch_loss(config, entry, model)
 
   def train_one(x_train, y_train, x_test, y_test, params, y_noisy, seed):
     n = y_train.shape[0]
-    k_data = jax.random.fold_in(jax.random.key(seed), 1)
     memory = online_selection.init_memory(config.memory_size, num_classes)
     carry0 = (params, tx.init(params), entry.init_state(n), memory)
 
     def step(carry, t):
       params, opt_state, loss_state, memory = carry
-      index = jax.random.randint(jax.random.fold_in(k_data, t),
-                                 (n_candidates,), 0, n)
-      if uds:
-        logits, _ = forward(params, x_train[index])
-        keep, memory = online_selection.select_sub_batch(
-            logits, memory, b, alpha=config.uds_alpha)
-        index = index[keep]
-
-      def loss_fn(p):
-        logits, features = forward(p, x_train[index])
-        return entry.loss(logits, y_noisy[index], features, index,
-                          loss_state)
-
-      (loss, loss_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-          params)
+      index = draw_candidates(config, seed, t, n)
+      (loss, (loss_state, memory)), grads = jax.value_and_grad(
+          batch_loss, has_aux=True)(params, x_train[index], y_noisy[index],
+                                    index, loss_state, memory)
       updates, opt_state = tx.update(grads, opt_state, params)
       params = optax.apply_updates(params, updates)
       return (params, opt_state, loss_state, memory), loss
 
     (params, *_), curve = jax.lax.scan(step, carry0,
                                        jnp.arange(config.num_steps))
-
-    def accuracy(x, y):
-      logits, _ = forward(params, x)
-      return jnp.mean(jnp.argmax(logits, -1) == y) * 100.0
-
-    return {"test_acc": accuracy(x_test, y_test),
-            "noisy_fit": accuracy(x_train, y_noisy),
+    return {"test_acc": accuracy(model, params, x_test, y_test),
+            "noisy_fit": accuracy(model, params, x_train, y_noisy),
             "noise_realized": jnp.mean(y_noisy != y_train) * 100.0,
             "final_loss": jnp.mean(curve[-max(1, config.num_steps // 20):])}
 
