@@ -80,6 +80,11 @@ candidates, and clean accuracy drops to 66.2 (CE), 62.8 (GCE), 67.2 (SCE),
 32.8 (MAE); at 80% symmetric noise 25.1 / 22.2 / 28.3 / 12.3. It does not
 transfer from LLM fine-tuning to this setting.
 
+``--config.engine=recipe`` trains each setting as its own
+``trainer.train_one`` run (``experiments/studies/noisy_labels_recipe.py``:
+checkpoints, resume, ``metrics.jsonl`` and TensorBoard per run; the same
+models as the grid engine, one compile per run, so for a few settings).
+
 Presets: ``configs/noisy_labels.py:smoke`` (tests), ``:mnist``, ``:uds``.
 """
 
@@ -109,6 +114,18 @@ def get_config(arg=None):
   c.memory_size = 256
   c.uds_alpha = 2.5e-3          # the UDS authors' default
   c.progress = True
+  # 'grid': each loss trains the whole grid in one vmapped program (default);
+  # 'recipe': one trainer.train_one run per setting (checkpoints, metrics.jsonl
+  # and TensorBoard per run, resumable; one compile per run: small grids).
+  c.engine = "grid"
+  c.seed = 0                    # engine='recipe': trainer fields
+  c.num_devices = 1
+  c.eval_every = 500
+  c.log_every = 100
+  c.checkpoint_every = 1000
+  c.keep_checkpoints = 1
+  c.eval_batch_size = 512
+  c.progress_bar = False
   # python -m experiments.sweep: the same grid over sweep.seeds, for the
   # losses of sweep.algorithms ("": config.losses).
   c.sweep = ml_collections.ConfigDict({"algorithms": "", "seeds": "0,1,2,3,4"})

@@ -32,6 +32,7 @@ from experiments.noisy import online_selection
 
 DATASETS = ("digits", "mnist5k")
 BATCH_SELECTIONS = ("none", "uds")
+ENGINES = ("grid", "recipe")
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
 
@@ -97,6 +98,11 @@ def validate(config) -> None:
       and config.memory_size < config.batch_size):
     _fail("memory_size", f"must be >= batch_size ({config.batch_size}) for "
           f"batch_selection='uds', got {config.memory_size}")
+  if config.engine not in ENGINES:
+    _fail("engine", f"unknown engine {config.engine!r}; valid: "
+          f"{list(ENGINES)}")
+  if config.engine == "recipe":
+    config_validation.check_run_fields(config)
   if not config.learning_rate > 0:
     _fail("learning_rate", f"must be > 0, got {config.learning_rate!r}")
 

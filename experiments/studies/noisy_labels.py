@@ -21,11 +21,14 @@ References:
 
 from __future__ import annotations
 
+import os
 from typing import Dict, List
 
 from experiments import config_validation
 from experiments import tables
+from experiments import trainer
 from experiments.noisy import program
+from experiments.studies import noisy_labels_recipe
 
 validate = program.validate
 
@@ -54,8 +57,33 @@ def _title(config) -> str:
           "and noise setting")
 
 
+def run_recipes(config, workdir: str) -> List[Dict]:
+  """``config.engine = 'recipe'``: one ``trainer.train_one`` run per setting.
+
+  Each (loss, setting) trains in ``<workdir>/<loss>/<column>/seed_<s>``
+  (resumable); returns the same rows as ``program.run_grid``.
+  """
+  validate(config)
+  trainer.check_writable(workdir)
+  arrays = program.load_arrays(config.dataset)
+  mesh = trainer.make_mesh(config)
+  rows = []
+  for name in config.losses:
+    for s in program.settings(config):
+      recipe = noisy_labels_recipe.build_recipe(config, arrays, name, s)
+      subdir = os.path.join(workdir, name, program.column(s).replace(
+          " ", "_").replace("%", ""), f"seed_{s.seed}")
+      r = trainer.train_one(recipe, config, subdir, mesh)
+      rows.append({"loss": name, "seed": s.seed, "kind": s.kind,
+                   "rate": s.rate, "final_loss": r["final_loss"],
+                   "noise_realized": r["noise_realized"],
+                   "noisy_fit": r["noisy_fit"], "test_acc": r["test_acc"]})
+  return rows
+
+
 def _grid_tables(config, workdir: str, stem: str) -> List[Dict[str, object]]:
-  rows = program.run_grid(config, workdir)
+  rows = (run_recipes(config, workdir) if config.engine == "recipe"
+          else program.run_grid(config, workdir))
   table = results_table(config, rows, _title(config))
   table["stem"] = stem
   tables.write_table(table, workdir, stem)

@@ -144,6 +144,7 @@ def test_reweighted_entry_is_the_weighted_ce():
     ("batch_selection", "rho", "config.batch_selection"),
     ("dataset", "cifar", "config.dataset"),
     ("batch_size", 0, "config.batch_size"),
+    ("engine", "loop", "config.engine"),
 ])
 def test_bad_config_fields_are_named(field, value, match):
   from configs import noisy_labels
@@ -200,3 +201,24 @@ def test_cli_config_error_is_one_line_exit_2(tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.strip().startswith("error: config.losses: unknown loss")
   assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_recipe_engine_trains_the_same_models_as_the_grid(tmp_path):
+  # One trainer.train_one run per setting (Recipe) against the vmapped grid:
+  # same parameters, labels, batches, UDS memory and ALDR-KL state.
+  from configs import noisy_labels
+  from experiments.studies import noisy_labels as study
+  c = noisy_labels.get_config("smoke")
+  c.losses, c.noise_kinds = ("aldr_kl(c=0.1,a=2)",), ("pair",)
+  c.batch_selection, c.candidate_factor = "uds", 2
+  c.num_steps, c.eval_every, c.checkpoint_every, c.log_every = 6, 3, 3, 3
+  grid = program.run_grid(c, str(tmp_path / "grid"))
+  c.engine = "recipe"
+  runs = study.run_recipes(c, str(tmp_path / "recipe"))
+  assert [(r["kind"], r["rate"]) for r in runs] == [("clean", 0.0),
+                                                    ("pair", 0.4)]
+  for g, r in zip(grid, runs):
+    for key in ("test_acc", "noisy_fit", "noise_realized", "final_loss"):
+      np.testing.assert_allclose(r[key], g[key], rtol=1e-4, atol=1e-5)
+  assert (tmp_path / "recipe" / "aldr_kl(c=0.1,a=2)" / "pair_40" / "seed_0"
+          / "metrics.jsonl").exists()
