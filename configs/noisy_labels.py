@@ -17,9 +17,10 @@ epochs, no early stopping) with each loss of
 after the last step. For each loss, ONE jitted program trains all 27
 settings (3 seeds x 9 noise settings) vmapped: one compile per loss.
 
-Expected runtime: 3 min 55 s wall, 92 s of CPU time (user + sys) on 2 CPU
-cores shared with other jobs (load ~9), so pessimistic; ~7.5 s of CPU per
-loss, of which ~2.5 s is the compile.
+Expected runtime: 92-103 s of CPU time (user + sys), 4-6 min wall on 2 CPU
+cores shared with other jobs (load ~9), so pessimistic: about 8 s of CPU per
+loss, of which ~2.5 s is the compile; well under 15 minutes on an idle 2-core
+machine.
 Expected accuracy (%, mean ± standard error over seeds 0, 1, 2, measured):
 
 | loss | clean | sym 20% | sym 40% | sym 60% | sym 80% | pair 20% | pair 40% | pair 60% | pair 80% | avg | seeds |
