@@ -222,3 +222,19 @@ def test_recipe_engine_trains_the_same_models_as_the_grid(tmp_path):
       np.testing.assert_allclose(r[key], g[key], rtol=1e-4, atol=1e-5)
   assert (tmp_path / "recipe" / "aldr_kl(c=0.1,a=2)" / "pair_40" / "seed_0"
           / "metrics.jsonl").exists()
+
+
+def test_sweep_runs_the_grid_over_sweep_seeds_and_losses(tmp_path):
+  from configs import noisy_labels
+  from experiments.studies import noisy_labels as study
+  c = noisy_labels.get_config("smoke")
+  c.noise_kinds = ("symmetric",)
+  c.sweep.seeds, c.sweep.algorithms = "0,1", "ce"
+  (table,) = study.sweep(c, str(tmp_path))
+  lines = table["markdown"].splitlines()
+  assert len(lines) == 3 and lines[2].startswith("| ce |")
+  assert lines[2].endswith("| 2 |")  # two seeds
+  assert (tmp_path / "sweep.md").exists()
+  c.sweep.seeds = "0,x"
+  with pytest.raises(config_validation.ConfigError, match="sweep.seeds"):
+    study.sweep(c, str(tmp_path))
