@@ -1,8 +1,8 @@
 """The label-noise study's engine: the whole grid of one loss in one program.
 
 ``experiments/studies/noisy_labels.py`` (``config.task = 'noisy_labels'``)
-drives it and makes the tables. For every loss of ``config.losses`` (``experiments.noisy.loss_table``)
-ONE jitted program trains the whole grid of settings at once, vmapped over
+drives it and makes the tables. For every loss of ``config.losses``
+(``experiments.noisy.loss_table``) ONE jitted program trains the whole grid of settings at once, vmapped over
 (seed, noise kind, noise rate): every setting has the same shapes, so the
 loss compiles once and the grid runs as one batched training loop
 (``lax.scan`` over the steps). The model sees the noisy training labels; the
