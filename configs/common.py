@@ -95,7 +95,7 @@ def base_config() -> ml_collections.ConfigDict:
   # (trial 0: the defaults above; trials 1..n_hparams-1: DomainBed's random
   # search, experiments/hparams_search.py).
   c.sweep = ml_collections.ConfigDict({
-      "algorithms": "erm,sam,udim,saf,hgp,hutchinson,irm,vrex,coral,fishr",
+      "algorithms": "erm,sam,irm,vrex,coral,fishr",
       "n_hparams": 1, "seeds": "0"})
   # 'tfds:<name>' datasets: 'auto' streams batches from disk (as_data_source)
   # when the dataset is too large to hold in memory; 'on' / 'off' force it.

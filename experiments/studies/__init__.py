@@ -22,7 +22,6 @@ The language model (``task = 'lm'``) is its own program, ``experiments/lm``.
 from __future__ import annotations
 
 import importlib
-import os
 import pkgutil
 from types import ModuleType
 from typing import List
@@ -32,8 +31,7 @@ from experiments import config_validation
 
 def names() -> List[str]:
   """The available studies (modules of this package not starting with _)."""
-  here = os.path.dirname(__file__)
-  return sorted(m.name for m in pkgutil.iter_modules([here])
+  return sorted(m.name for m in pkgutil.iter_modules(__path__)
                 if not m.name.startswith("_") and hasattr(
                     importlib.import_module(f"{__name__}.{m.name}"), "run"))
 

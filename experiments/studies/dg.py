@@ -116,9 +116,11 @@ def train_domains(config, workdir: str, ds, mesh) -> Dict[str, Dict]:
     if "leave_one_domain_out" in methods and domain is not None:
       for other in ds.domains:
         if other != domain:
-          cv.append(train_one(
-              config, os.path.join(workdir, f"cv_{domain}_{other}"), other,
-              dataset=ds, mesh=mesh, exclude=(domain,)))
+          cv_dir = os.path.join(workdir, f"cv_{domain}_{other}")
+          _say(f"    cross-validation run: {domain} and {other} held out -> "
+               f"{cv_dir}")
+          cv.append(train_one(config, cv_dir, other, dataset=ds, mesh=mesh,
+                              exclude=(domain,)))
     out[domain or "iid"] = {"test": r, "cv": cv}
   return out
 

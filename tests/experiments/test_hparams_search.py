@@ -84,3 +84,23 @@ def test_trial_config(smoke_config):
   assert c.hparams.irm.weight == s["hparams"]["weight"]
   assert c.learning_rate == s["learning_rate"]
   assert c.batch_size == s["batch_size"]
+
+
+def test_sweep_runs_the_sampled_trials(smoke_config, tmp_path):
+  import json
+  from experiments.studies import dg
+  c = smoke_config
+  c.num_steps, c.eval_every, c.checkpoint_every = 2, 2, 2
+  c.sweep.algorithms, c.sweep.seeds, c.sweep.n_hparams = "irm", "3", 2
+  (table,) = dg.sweep(c, str(tmp_path))
+  assert "2 hyperparameter trial(s), seeds 3" in table["title"]
+  assert list(table["accs"]) == ["irm"]
+  saved = {t: json.loads((tmp_path / "irm" / f"trial_{t}" / "seed_3" /
+                          f"test_{c.test_domains[0]}" / "config.json"
+                          ).read_text()) for t in (0, 1)}
+  want = hparams_search.sample("irm", c.dataset, 1, 3, 8)
+  assert saved[0]["learning_rate"] == c.learning_rate and saved[0]["seed"] == 3
+  assert saved[0]["hparams"]["irm"]["weight"] == c.hparams.irm.weight
+  assert saved[1]["learning_rate"] == want["learning_rate"]
+  assert saved[1]["batch_size"] == want["batch_size"]
+  assert saved[1]["hparams"]["irm"] == want["hparams"]
