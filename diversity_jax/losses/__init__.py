@@ -11,6 +11,7 @@ from diversity_jax.losses._auc import mw_auc_loss
 from diversity_jax.losses._reweighting import loss_reweighting
 from diversity_jax.losses._robust_ce import label_smoothed_cross_entropy
 from diversity_jax.losses._robust_ce import symmetric_cross_entropy
+from diversity_jax.losses._robust_ce import symmetric_label_cross_entropy
 from diversity_jax.losses._metric_multi_similarity import multi_similarity_loss
 from diversity_jax.losses._metric_normalized_softmax import normalized_softmax_loss
 from diversity_jax.losses._metric_opis import opis
@@ -42,6 +43,7 @@ __all__ = [
     "loss_reweighting",
     "label_smoothed_cross_entropy",
     "symmetric_cross_entropy",
+    "symmetric_label_cross_entropy",
     "multi_similarity_loss",
     "normalized_softmax_loss",
     "opis",

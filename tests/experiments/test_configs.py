@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from experiments import config_validation
 from experiments.studies import dg
 from experiments.lm import validation as lm_validation
+from experiments import studies
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -27,12 +27,12 @@ def test_config_documented_and_valid(name):
   module = importlib.import_module(f"configs.{name}")
   doc = module.__doc__
   assert f"python -m experiments.train --config configs/{name}.py" in doc
-  lm = module.get_config().get("task") == "lm"   # experiments/lm/
+  task = module.get_config().get("task", "dg")
+  lm = task == "lm"   # experiments/lm/
   assert "Expected runtime" in doc
   assert ("Expected result" if lm else "Expected accuracy") in doc
   assert "PLACEHOLDER" not in doc
-  validate = (lm_validation.validate if lm
-              else config_validation.validate_config)
+  validate = lm_validation.validate if lm else studies.get(task).validate
   for arg in (None, "smoke"):
     validate(module.get_config(arg))
   with pytest.raises(ValueError, match="unknown preset 'nope'"):

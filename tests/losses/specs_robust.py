@@ -93,6 +93,8 @@ SPECS = [
     LossSpec("label_smoothed_cross_entropy", _logits_labels,
              kwargs=dict(smoothing=0.1), labels="classes"),
     LossSpec("symmetric_cross_entropy", _two_logits, kwargs=dict(alpha=0.5)),
+    LossSpec("symmetric_label_cross_entropy", _logits_labels,
+             kwargs=dict(alpha=0.1, beta=1.0), labels="classes"),
     LossSpec("logit_adjusted_cross_entropy", _logits_labels,
              kwargs=dict(class_counts=COUNTS, tau=1.0), labels="classes"),
     LossSpec("mdcs_diversity_loss", _experts,

@@ -99,3 +99,46 @@ def test_bad_inputs_raise_naming_the_argument():
     losses.symmetric_cross_entropy(z, z, alpha=-0.1)
   with pytest.raises(TypeError, match="`teacher_logits`"):
     losses.symmetric_cross_entropy(z, y)
+
+
+def _np_label_sce_authors(z, y, alpha, beta, label_floor):
+  """The authors' Keras formula per example, in float64 numpy.
+
+  ``alpha * -sum(y_true * log(clip(p, 1e-7, 1)))
+  + beta * -sum(p * log(clip(y_true, label_floor, 1)))``.
+  """
+  p = np.exp(_np_log_softmax(z))
+  q = np.eye(z.shape[-1])[y]
+  ce = -np.sum(q * np.log(np.clip(p, 1e-7, 1.0)), axis=-1)
+  rce = -np.sum(p * np.log(np.clip(q, label_floor, 1.0)), axis=-1)
+  return alpha * ce + beta * rce
+
+
+@pytest.mark.parametrize("alpha,beta,log_zero", [
+    (0.1, 1.0, -4.0), (0.01, 1.0, -4.0), (6.0, 0.1, float(np.log(1e-4))),
+    (1.0, 0.0, -4.0)])
+def test_symmetric_label_ce_matches_authors_formula(alpha, beta, log_zero):
+  k1, k2 = jax.random.split(jax.random.key(2))
+  z = jax.random.normal(k1, (7, 5)) * 2  # p >= 1e-7: the CE clip is inactive
+  y = jax.random.randint(k2, (7,), 0, 5)
+  fn = jax.jit(lambda z, y: losses.symmetric_label_cross_entropy(
+      z, y, alpha=alpha, beta=beta, log_zero=log_zero))
+  want = _np_label_sce_authors(np.asarray(z), np.asarray(y), alpha, beta,
+                               np.exp(log_zero))
+  np.testing.assert_allclose(fn(z, y), want, rtol=1e-5, atol=1e-5)
+
+
+def test_symmetric_label_ce_reverse_term_is_bounded_and_symmetric():
+  # RCE alone: sum over all K labels of -A (1 - p_k) = -A (K - 1), constant
+  # (the symmetry condition of Ghosh et al. 2017), for any logits.
+  z = jax.random.normal(jax.random.key(3), (4, 6)) * 5
+  fn = jax.jit(lambda z, y: losses.symmetric_label_cross_entropy(
+      z, y, alpha=0.0, beta=1.0, log_zero=-4.0))
+  total = sum(fn(z, jnp.full((4,), k)) for k in range(6))
+  np.testing.assert_allclose(total, 4.0 * 5, rtol=1e-5)
+
+
+def test_symmetric_label_ce_rejects_nonnegative_log_zero():
+  with pytest.raises(ValueError, match="log_zero"):
+    losses.symmetric_label_cross_entropy(jnp.zeros((2, 3)), jnp.array([0, 1]),
+                                         log_zero=0.0)

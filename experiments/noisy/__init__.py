@@ -1,0 +1,1 @@
+"""The robust-loss-under-label-noise study (``config.task = 'noisy_labels'``)."""
