@@ -181,15 +181,15 @@ def vendi_score_nystrom(features: jax.Array, key: jax.Array, *, bandwidth,
     key: PRNG key drawing the landmarks.
     bandwidth: kernel width :math:`\sigma > 0`.
     num_landmarks: number ``m`` of landmarks, a static int in ``[1, n]``.
-    q: order (see :func:`vendi_score`).
-    weights: optional ``(n,)`` non-negative sample weights (landmarks are
-      drawn among rows of positive weight).
-    where: optional ``(n,)`` boolean mask of kept samples.
-    block_size: rows per block of the covariance accumulation (static).
+    q: order, as in :func:`vendi_score`.
+    weights: optional ``(n,)`` non-negative sample weights; the landmarks
+      are drawn among the rows of positive weight.
+    where: optional ``(n,)`` boolean mask (dropped rows have weight 0).
+    block_size: static number of rows per block.
 
   Returns:
-    Scalar f32 estimate of the score (0 when every sample is masked out;
-    NaN when a kept row holds a NaN or inf).
+    Scalar f32 estimate, with the conventions of :func:`vendi_score_rff`
+    (0 when nothing is kept, NaN for a NaN or inf in a kept row).
 
   Example:
     >>> import jax, jax.numpy as jnp
