@@ -218,3 +218,21 @@ def test_errors():
       vendi_score_nystrom(a, key, bandwidth=1.0, num_landmarks=1)]))
   # Empty batches give 0 (num_landmarks is checked against n only when n > 0).
   np.testing.assert_array_equal(np.asarray(out(jnp.zeros((0, 2)))), 0.0)
+
+
+def test_rke_and_quality_weighted_gradients_finite_differences():
+  rng = np.random.RandomState(6)
+  with jax.enable_x64(True):
+    x = jnp.asarray(rng.randn(7, 2), jnp.float64)
+    s = jnp.asarray(rng.rand(7), jnp.float64)
+
+    def f(a):
+      kern = jnp.exp(-jnp.sum((a[:, None] - a[None]) ** 2, -1) / 2.0)
+      return jnp.stack([rke_mode_count(a, bandwidth=1.0, block_size=3),
+                        quality_weighted_vendi_score(kern, s, q=1.5)])
+
+    g = np.asarray(jax.jit(jax.jacrev(f))(x))
+    v = jnp.asarray(rng.randn(7, 2))
+    fd = (np.asarray(f(x + 1e-5 * v)) - np.asarray(f(x - 1e-5 * v))) / 2e-5
+    np.testing.assert_allclose(np.einsum("qij,ij->q", g, np.asarray(v)), fd,
+                               rtol=1e-5, atol=1e-7)
