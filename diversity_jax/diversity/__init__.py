@@ -39,6 +39,7 @@ from diversity_jax.diversity._orthogonality import pego_orthogonality
 from diversity_jax.diversity._orthogonality import prompt_cosine_diversity
 from diversity_jax.diversity._orthogonality import singular_value_energy_regularizer
 from diversity_jax.diversity._quality_vendi import quality_weighted_vendi_score
+from diversity_jax.diversity._rke import relative_rke
 from diversity_jax.diversity._rke import rke_mode_count
 from diversity_jax.diversity._vendi import vendi_score
 from diversity_jax.diversity._vendi import vendi_score_dual
@@ -63,6 +64,7 @@ __all__ = [
     "pego_orthogonality",
     "prompt_cosine_diversity",
     "quality_weighted_vendi_score",
+    "relative_rke",
     "rke_mode_count",
     "singular_value_energy_regularizer",
     "vendi_score",

@@ -143,6 +143,10 @@ SPECS = [
                   lambda k: (_rbf_kernel(k), jax.random.uniform(
                       jax.random.fold_in(k, 1), (5,))),
                   kwargs={"q": 2}),
+    DiversitySpec("relative_rke",
+                  lambda k: (_normal(k, (5, 3)),
+                             _normal(jax.random.fold_in(k, 1), (7, 3))),
+                  kwargs={"bandwidth": 1.5}),
     DiversitySpec("rke_mode_count", lambda k: (_normal(k, (6, 3)),),
                   kwargs={"bandwidth": 1.5, "block_size": 4}),
     DiversitySpec("singular_value_energy_regularizer",

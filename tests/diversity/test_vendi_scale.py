@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from diversity_jax.diversity import quality_weighted_vendi_score
+from diversity_jax.diversity import relative_rke
 from diversity_jax.diversity import rke_mode_count
 from diversity_jax.diversity import vendi_score
 from diversity_jax.diversity import vendi_score_nystrom
@@ -236,3 +237,19 @@ def test_rke_and_quality_weighted_gradients_finite_differences():
     fd = (np.asarray(f(x + 1e-5 * v)) - np.asarray(f(x - 1e-5 * v))) / 2e-5
     np.testing.assert_allclose(np.einsum("qij,ij->q", g, np.asarray(v)), fd,
                                rtol=1e-5, atol=1e-7)
+
+
+def test_golden_relative_rke():
+  x = jnp.asarray(_GOLDEN["rrke_x"], jnp.float32)
+  y = jnp.asarray(_GOLDEN["rrke_y"], jnp.float32)
+  for sigma in (0.7, 2.0):
+    want = _GOLDEN[f"rrke_sigma{str(sigma).replace('.', 'p')}"]
+    run = jax.jit(lambda a, b: jnp.stack([relative_rke(a, b, bandwidth=sigma),
+                                          relative_rke(b, a, bandwidth=sigma)]))
+    np.testing.assert_allclose(np.asarray(run(x, y)), want, rtol=1e-4)
+  same = jax.jit(lambda a: relative_rke(a, a, bandwidth=0.7))(x)
+  np.testing.assert_allclose(float(same), 0.0, atol=1e-5)
+  assert np.isnan(float(relative_rke(x, y.at[0, 0].set(jnp.nan),
+                                     bandwidth=1.0)))
+  with pytest.raises(ValueError, match="`reference` must have 3 columns"):
+    relative_rke(x, y[:, :2], bandwidth=1.0)

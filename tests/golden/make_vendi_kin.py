@@ -12,7 +12,8 @@ References (reference env: numpy, scipy, scikit-learn, `vendi-score` 0.0.3,
   is ``mean(s(x_i)) * vendi.score(...)``; it is not on PyPI, so the product is
   formed here from ``vendi.score_K`` exactly as that function does.
 * RKE: ``rke_score.RKE(kernel_bandwidth=sigma).compute_rke_mc_frobenius_norm``
-  returns ``||K / n||_F^2`` (its inverse is the RKE mode count).
+  returns ``||K / n||_F^2`` (its inverse is the RKE mode count);
+  ``compute_rrke`` the relative RKE.
 """
 
 import os
@@ -70,6 +71,14 @@ def main():
   for sigma in (0.5, 1.5):
     frob = RKE(kernel_bandwidth=sigma).compute_rke_mc_frobenius_norm(x)[sigma]
     out[f"rke_frob_sigma{str(sigma).replace('.', 'p')}"] = frob
+  # RRKE: `compute_rrke(X, Y)` = -log((sum of singular values of
+  # K_XY / sqrt(n m))^2), on 9 and 6 points in 3-D.
+  y = rng.randn(6, 3) + 0.5
+  out["rrke_x"] = x[:9]
+  out["rrke_y"] = y
+  for sigma in (0.7, 2.0):
+    out[f"rrke_sigma{str(sigma).replace('.', 'p')}"] = RKE(
+        kernel_bandwidth=sigma).compute_rrke(x[:9], y)[sigma]
   # Exact Vendi scores (q = 1, 2) of the Gaussian kernel (sigma = 2) on the
   # n = 2000 mixture of tests/diversity/test_vendi_scale.py (float64
   # eigenvalues of K / n), the reference of the approximation-error tests.
