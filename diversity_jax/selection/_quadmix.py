@@ -78,10 +78,11 @@ def quadmix_sampling_values(quality: jax.Array, domains: jax.Array, *,
   so :math:`\bar r` is the share of the domain's tokens of equal or better
   merged quality. :math:`S` is an expected number of copies: ``a.b`` means
   ``a`` copies plus one more with probability ``b`` (:func:`quadmix_sample`).
-  The normalization :math:`\sigma` is the same token-weighted percentile
-  taken over all kept items, one criterion at a time (``normalize=True``),
-  which puts criteria of any scale on ``[0, 1]`` with 0 the best; with
-  ``normalize=False`` the scores are used as given. ``O(n (N + log n))``.
+  The paper asks of :math:`\sigma` only that it align the criteria's
+  scales; here it is the same token-weighted percentile taken over all kept
+  items, one criterion at a time (``normalize=True``), which puts criteria
+  of any scale on ``[0, 1]`` with 0 the best; with ``normalize=False`` the
+  scores are used as given. ``O(n (N + log n))``.
 
   Args:
     quality: ``(n, N)`` floating quality scores, smaller is better.

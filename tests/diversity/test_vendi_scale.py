@@ -129,28 +129,34 @@ def test_approximations_where_weights_and_blocks():
   rng = np.random.RandomState(4)
   x = jnp.asarray(rng.randn(11, 3), jnp.float32)
   keep = jnp.asarray(rng.rand(11) > 0.4)
+  every, nothing = jnp.ones(11, bool), jnp.zeros(11, bool)
   key = jax.random.key(1)
+  sub = x[np.asarray(keep)]
   for f, kw in ((vendi_score_rff, {"num_features": 16}),
                 (vendi_score_nystrom, {"num_landmarks": 4})):
-    run = jax.jit(lambda a, m, b=4: f(a, key, bandwidth=1.0, where=m,
-                                      block_size=b, **kw),
-                  static_argnums=2)
+    g = lambda a, m, b=4: f(a, key, bandwidth=1.0, where=m, block_size=b,
+                            **kw)
+    out = np.asarray(jax.jit(lambda a: jnp.stack([
+        g(a, keep), g(a.at[~np.asarray(keep)].set(jnp.nan), keep), g(a, keep, 64),
+        g(a, nothing), g(a.at[0, 0].set(jnp.nan), every)]))(x))
     # Dropped rows (NaN there included) change nothing; block size neither.
-    masked = float(run(x, keep))
-    np.testing.assert_allclose(float(run(x.at[~keep].set(jnp.nan), keep)),
-                               masked, rtol=1e-6)
-    np.testing.assert_allclose(float(run(x, keep, 64)), masked, rtol=1e-5)
-    empty = float(run(x, jnp.zeros(11, bool)))
-    assert empty == 0.0
-    assert np.isnan(float(run(x.at[0, 0].set(jnp.nan), None)))
+    np.testing.assert_allclose(out[1:3], out[0], rtol=1e-5)
+    assert out[3] == 0.0 and np.isnan(out[4]), out
   # RFF: the frequencies depend on the key and d only, so the masked score
   # is the score of the kept subset.
-  sub = x[np.asarray(keep)]
-  np.testing.assert_allclose(
-      float(vendi_score_rff(x, key, bandwidth=1.0, num_features=16,
-                            where=keep)),
-      float(vendi_score_rff(sub, key, bandwidth=1.0, num_features=16)),
-      rtol=1e-5)
+  both = jax.jit(lambda a, b: jnp.stack([
+      vendi_score_rff(a, key, bandwidth=1.0, num_features=16, where=keep),
+      vendi_score_rff(b, key, bandwidth=1.0, num_features=16)]))(x, sub)
+  np.testing.assert_allclose(float(both[0]), float(both[1]), rtol=1e-5)
+
+
+def _check_directional_derivative(f, x, rng, rtol, atol):
+  """jacrev(f)(x) . v against central differences along a random v."""
+  g = np.asarray(jax.jit(jax.jacrev(f))(x))
+  v = jnp.asarray(rng.randn(*x.shape))
+  fd = (np.asarray(f(x + 1e-5 * v)) - np.asarray(f(x - 1e-5 * v))) / 2e-5
+  np.testing.assert_allclose(np.einsum("qij,ij->q", g, np.asarray(v)), fd,
+                             rtol=rtol, atol=atol)
 
 
 def test_rff_gradient_finite_differences():
@@ -160,11 +166,7 @@ def test_rff_gradient_finite_differences():
     f = jax.jit(lambda a: jnp.stack([
         vendi_score_rff(a, jax.random.key(2), bandwidth=1.0, q=q,
                         num_features=8) for q in (1.0, 2.0)]))
-    g = np.asarray(jax.jit(jax.jacrev(f))(x))
-    v = jnp.asarray(rng.randn(6, 2))
-    fd = (np.asarray(f(x + 1e-5 * v)) - np.asarray(f(x - 1e-5 * v))) / 2e-5
-    np.testing.assert_allclose(np.einsum("qij,ij->q", g, np.asarray(v)), fd,
-                               rtol=1e-4, atol=1e-6)
+    _check_directional_derivative(f, x, rng, rtol=1e-4, atol=1e-6)
 
 
 def test_error_against_exact_at_n2000_shrinks_with_features():
@@ -232,11 +234,7 @@ def test_rke_and_quality_weighted_gradients_finite_differences():
       return jnp.stack([rke_mode_count(a, bandwidth=1.0, block_size=3),
                         quality_weighted_vendi_score(kern, s, q=1.5)])
 
-    g = np.asarray(jax.jit(jax.jacrev(f))(x))
-    v = jnp.asarray(rng.randn(7, 2))
-    fd = (np.asarray(f(x + 1e-5 * v)) - np.asarray(f(x - 1e-5 * v))) / 2e-5
-    np.testing.assert_allclose(np.einsum("qij,ij->q", g, np.asarray(v)), fd,
-                               rtol=1e-5, atol=1e-7)
+    _check_directional_derivative(f, x, rng, rtol=1e-5, atol=1e-7)
 
 
 def test_golden_relative_rke():
