@@ -251,3 +251,14 @@ def test_golden_relative_rke():
                                      bandwidth=1.0)))
   with pytest.raises(ValueError, match="`reference` must have 3 columns"):
     relative_rke(x, y[:, :2], bandwidth=1.0)
+
+
+def test_rff_order_two_estimates_the_rke_mode_count():
+  # rke_mode_count's documented large-n route: vendi_score_rff(q=2) (FKEA).
+  x = jnp.asarray(_mixture_2000()[:100], jnp.float32)
+  both = jax.jit(lambda a: jnp.stack([
+      rke_mode_count(a, bandwidth=2.0),
+      vendi_score_rff(a, jax.random.key(0), bandwidth=2.0, q=2,
+                      num_features=2048)]))(x)
+  exact, approx = np.asarray(both)
+  assert abs(np.log(approx) - np.log(exact)) < 0.1, (exact, approx)
