@@ -31,6 +31,18 @@ IRM and V-REx re-measured with DomainBed's Adam reset at the end of their
 warm-up (1,500 steps) outlasts the 800-step default, so its run is
 unaffected by the reset and the EMA.
 
+The three model selection methods (DomainBed's), one table each::
+
+  python -m experiments.train --config configs/colored_mnist.py \\
+      --config.selection=training_domain,test_domain,leave_one_domain_out
+
+Expected runtime: 4 min 36 s wall (72 s of CPU time) on 2 shared CPU cores
+(3 runs plus 6 cross-validation runs, each holding out two environments).
+Expected accuracy (ERM, seed 0, measured): training-domain validation 60.7 /
+66.0 / 25.4, average 50.7; test-domain validation (oracle, last step) 58.7 /
+62.8 / 29.3, average 50.3; leave-one-domain-out cross-validation 50.4 / 59.7
+/ 26.9, average 45.7 (its validation models train on one environment only).
+
 DomainBed's own setting (70,000 digits; needs internet once and TensorFlow
 to prepare TFDS ``mnist``, then cached; a GPU is advisable)::
 

@@ -4,6 +4,8 @@ Subpackages (each re-exports its public names explicitly):
 
 * :mod:`diversity_jax.losses`: per-example losses (classification, robust,
   metric learning, ranking), optax-style.
+* :mod:`diversity_jax.metric_learning`: miners (as masks), blocked retrieval
+  metrics and a cross-batch memory for the metric-learning losses.
 * :mod:`diversity_jax.diversity`: diversity measures and regularizers.
 * :mod:`diversity_jax.transforms`: optax gradient transformations for rules that
   need more than one gradient (SAM family, UDIM, SAF, Hessian alignment, ...).
@@ -15,9 +17,11 @@ Subpackages (each re-exports its public names explicitly):
 from diversity_jax import diversity
 from diversity_jax import kernels
 from diversity_jax import losses
+from diversity_jax import metric_learning
 from diversity_jax import selection
 from diversity_jax import transforms
 
 __version__ = "0.1.0"
 
-__all__ = ["diversity", "kernels", "losses", "selection", "transforms"]
+__all__ = ["diversity", "kernels", "losses", "metric_learning", "selection",
+           "transforms"]

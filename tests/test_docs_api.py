@@ -17,6 +17,7 @@ API = os.path.join(ROOT, "docs", "api")
 # module whose __all__ is documented -> the page that documents it.
 PAGES = {
     "diversity_jax.losses": "losses.rst",
+    "diversity_jax.metric_learning": "metric_learning.rst",
     "diversity_jax.diversity": "diversity.rst",
     "diversity_jax.transforms": "transforms.rst",
     "diversity_jax.kernels": "kernels.rst",

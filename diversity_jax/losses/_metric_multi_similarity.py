@@ -10,8 +10,25 @@ from diversity_jax._src import numerics
 from diversity_jax.losses import _metric_pairs as pairs
 
 
+def multi_similarity_pairs(sim, pos, neg, epsilon):
+  """The MS miner on a (B, R) similarity matrix: the kept (pos, neg) masks.
+
+  A negative is kept if ``S > min(S[pos]) - epsilon`` over the anchor's
+  positives, a positive if ``S < max(S[neg]) + epsilon`` over its negatives.
+  The selection carries no gradient.
+  """
+  s = jax.lax.stop_gradient(sim)
+  min_pos = jnp.min(jnp.where(pos, s, jnp.inf), axis=1, keepdims=True,
+                    initial=jnp.inf)
+  max_neg = jnp.max(jnp.where(neg, s, -jnp.inf), axis=1, keepdims=True,
+                    initial=-jnp.inf)
+  return pos & (s - epsilon < max_neg), neg & (s + epsilon > min_pos)
+
+
 def multi_similarity_loss(embeddings, labels, *, alpha=2.0, beta=50.0,
-                          base=0.5, epsilon=0.1, mine=True, where=None):
+                          base=0.5, epsilon=0.1, mine=True, where=None,
+                          ref_embeddings=None, ref_labels=None,
+                          pair_where=None):
   r"""Multi-Similarity loss per anchor, with the MS pair miner.
 
   With cosine similarities :math:`S_{ik}`, positives :math:`P_i` and negatives
@@ -47,6 +64,13 @@ def multi_similarity_loss(embeddings, labels, *, alpha=2.0, beta=50.0,
     mine: apply the MS miner (True) or use all pairs (False).
     where: optional (B,) bool mask; dropped examples are removed from the batch
       (they are nobody's positive or negative) and get loss 0.
+    ref_embeddings: optional (R, D) float references (e.g. a cross-batch
+      memory); every anchor is then paired with every reference instead of
+      with the rest of the batch (pml ``ref_emb``).
+    ref_labels: (R,) integer labels of ``ref_embeddings``.
+    pair_where: optional (B, R) bool mask of the pairs to use (a miner's
+      output, see :mod:`diversity_jax.metric_learning`); the MS miner
+      (``mine``) then selects among these pairs.
 
   Returns:
     (B,) f32 per-anchor losses; ``.mean()`` is the paper's number.
@@ -73,17 +97,11 @@ def multi_similarity_loss(embeddings, labels, *, alpha=2.0, beta=50.0,
   checks.check_scalar_in_range(base, "base", fn, low=-1.0, high=1.0)
   checks.check_nonnegative(epsilon, "epsilon", fn)
 
-  sim = pairs.cosine_similarity_matrix(x)
-  pos, neg = pairs.pair_masks(labels, where)
+  y, pos, neg, invalid = pairs.query_reference_pairs(
+      x, labels, where, ref_embeddings, ref_labels, pair_where, fn=fn)
+  sim = pairs.cosine_similarity_matrix(x, None if ref_embeddings is None else y)
   if mine:
-    s = jax.lax.stop_gradient(sim)
-    min_pos = jnp.min(jnp.where(pos, s, jnp.inf), axis=1, keepdims=True,
-                      initial=jnp.inf)
-    max_neg = jnp.max(jnp.where(neg, s, -jnp.inf), axis=1, keepdims=True,
-                      initial=-jnp.inf)
-    pos = pos & (s - epsilon < max_neg)
-    neg = neg & (s + epsilon > min_pos)
+    pos, neg = multi_similarity_pairs(sim, pos, neg, epsilon)
   pos_loss = pairs.masked_logsumexp_add_one(alpha * (base - sim), pos) / alpha
   neg_loss = pairs.masked_logsumexp_add_one(beta * (sim - base), neg) / beta
-  return numerics.apply_where(pos_loss + neg_loss, where,
-                              pairs.nonfinite_batch(x, where))
+  return numerics.apply_where(pos_loss + neg_loss, where, invalid)

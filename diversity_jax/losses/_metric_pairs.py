@@ -11,6 +11,9 @@ few ``4096**2`` float buffers, never ``4096**2 * D``.
 * ``cosine_similarity_matrix``: ``S = x_hat @ y_hat.T``.
 * ``pair_masks``: positive / negative pair masks (self-pairs and pairs touching a
   ``where``-dropped example excluded).
+* ``query_reference_pairs``: the (B, R) pair set of a pairwise loss: queries
+  against the batch itself or against explicit references (a cross-batch
+  memory), restricted to a kept-pair mask (a miner's output).
 * ``masked_logsumexp_add_one``: ``log(1 + sum_{k in mask} exp(x_k))`` per row,
   0 for a row with no kept entry (pml ``logsumexp(..., add_one=True)``).
 * ``nonfinite_batch``: NaN in, NaN out for outputs that depend on every kept
@@ -84,6 +87,66 @@ def pair_masks(labels: jax.Array, where=None):
     pos = pos & keep
     neg = neg & keep
   return pos, neg
+
+
+def validate_references(x, ref_embeddings, ref_labels, pair_where, fn: str):
+  """Checks optional references (R, D) / (R,) and a (B, R) ``pair_where``.
+
+  Returns f32 references (or None) and the references' labels.
+  """
+  if (ref_embeddings is None) != (ref_labels is None):
+    raise ValueError(f"{fn}: `ref_embeddings` and `ref_labels` go together: "
+                     "pass both or neither")
+  y = None
+  if ref_embeddings is not None:
+    checks.check_floating(ref_embeddings, "ref_embeddings", fn)
+    checks.check_rank(ref_embeddings, 2, "ref_embeddings", fn)
+    checks.check_shape(ref_embeddings, (None, x.shape[1]), "ref_embeddings", fn)
+    checks.check_integer(ref_labels, "ref_labels", fn)
+    checks.check_shape(ref_labels, (jnp.shape(ref_embeddings)[0],),
+                       "ref_labels", fn)
+    y = numerics.promote_to_f32(ref_embeddings).astype(jnp.float32)
+    ref_labels = jnp.asarray(ref_labels)
+  num_refs = x.shape[0] if y is None else y.shape[0]
+  if pair_where is not None:
+    if jnp.result_type(pair_where) != jnp.bool_:
+      raise TypeError(f"{fn}: `pair_where` must be a boolean mask, got "
+                      f"{jnp.result_type(pair_where)}")
+    checks.check_shape(pair_where, (x.shape[0], num_refs), "pair_where", fn)
+  return y, ref_labels
+
+
+def query_reference_pairs(x, labels, where, ref_embeddings=None,
+                          ref_labels=None, pair_where=None, *, fn: str):
+  """References and (B, R) positive / negative masks of a pairwise loss.
+
+  Without references the batch is its own reference set (``pair_masks``:
+  self-pairs and ``where``-dropped examples excluded). With ``ref_embeddings``
+  (R, D) and ``ref_labels`` (R,) every query is paired with every reference
+  (``where`` drops query rows only; a reference that is a copy of the query,
+  as in a cross-batch memory, is excluded through ``pair_where``).
+  ``pair_where`` (B, R) keeps a subset of the pairs (a miner's output).
+
+  Returns ``(y, pos, neg, invalid)``: the f32 references, the masks and the
+  (B,) NaN flags (``nonfinite_batch`` of the kept queries and references).
+  """
+  y, ref_labels = validate_references(x, ref_embeddings, ref_labels,
+                                      pair_where, fn)
+  invalid = nonfinite_batch(x, where)
+  if y is None:
+    y = x
+    pos, neg = pair_masks(labels, where)
+  else:
+    same = labels[:, None] == ref_labels[None, :]
+    pos, neg = same, ~same
+    if where is not None:
+      pos = pos & where[:, None]
+      neg = neg & where[:, None]
+    invalid = invalid | jnp.any(~jnp.isfinite(y))
+  if pair_where is not None:
+    pos = pos & pair_where
+    neg = neg & pair_where
+  return y, pos, neg, invalid
 
 
 def masked_logsumexp_add_one(x: jax.Array, mask: jax.Array, axis: int = -1):

@@ -84,7 +84,8 @@ def snr_distance(embeddings, ref_embeddings=None, *, normalize=True):
 
 
 def snr_contrastive_loss(embeddings, labels, *, pos_margin=0.0, neg_margin=1.0,
-                         where=None):
+                         where=None, ref_embeddings=None, ref_labels=None,
+                         pair_where=None):
   r"""Contrastive loss on the SNR distance (batch scalar).
 
   With :math:`d_{ij}` = ``snr_distance`` over ordered pairs (self excluded),
@@ -105,6 +106,11 @@ def snr_contrastive_loss(embeddings, labels, *, pos_margin=0.0, neg_margin=1.0,
     pos_margin: :math:`m_+ \ge 0` (0).
     neg_margin: :math:`m_- \ge 0` (1).
     where: optional (B,) bool mask; dropped examples leave the batch.
+    ref_embeddings: optional (R, D) float references (e.g. a cross-batch
+      memory): pairs are then (batch example, reference).
+    ref_labels: (R,) integer labels of ``ref_embeddings``.
+    pair_where: optional (B, R) bool mask of the pairs to use (a miner's
+      output, see :mod:`diversity_jax.metric_learning`).
 
   Returns:
     f32 scalar.
@@ -128,12 +134,11 @@ def snr_contrastive_loss(embeddings, labels, *, pos_margin=0.0, neg_margin=1.0,
                                           min_dim=2)
   checks.check_nonnegative(pos_margin, "pos_margin", fn)
   checks.check_nonnegative(neg_margin, "neg_margin", fn)
-  xn = pairs.l2_normalize(x)
-  dist = _snr_matrix(xn, xn)
-  pos, neg = pairs.pair_masks(labels, where)
+  y, pos, neg, invalid = pairs.query_reference_pairs(
+      x, labels, where, ref_embeddings, ref_labels, pair_where, fn=fn)
+  dist = _snr_matrix(pairs.l2_normalize(x), pairs.l2_normalize(y))
   pos_loss = jax.nn.relu(dist - pos_margin)
   neg_loss = jax.nn.relu(neg_margin - dist)
   pos_term = pairs.masked_pair_mean(pos_loss, pos & (pos_loss > 0))
   neg_term = pairs.masked_pair_mean(neg_loss, neg & (neg_loss > 0))
-  return label_range.nan_where_invalid(pos_term + neg_term,
-                                      pairs.nonfinite_batch(x, where))
+  return label_range.nan_where_invalid(pos_term + neg_term, invalid)

@@ -11,7 +11,9 @@ from diversity_jax.losses import _metric_pairs as pairs
 
 def threshold_consistent_margin_loss(embeddings, labels, *, lambda_plus=1.0,
                                      lambda_minus=1.0, margin_plus=0.9,
-                                     margin_minus=0.5, where=None):
+                                     margin_minus=0.5, where=None,
+                                     ref_embeddings=None, ref_labels=None,
+                                     pair_where=None):
   r"""Threshold-Consistent Margin (TCM) regularizer for a batch (scalar).
 
   With cosine similarities :math:`s` of the positive pairs :math:`P` and
@@ -34,6 +36,11 @@ def threshold_consistent_margin_loss(embeddings, labels, *, lambda_plus=1.0,
     margin_plus: positive cosine margin :math:`m^+` in [-1, 1] (0.9).
     margin_minus: negative cosine margin :math:`m^-` in [-1, 1] (0.5).
     where: optional (B,) bool mask; dropped examples leave the batch.
+    ref_embeddings: optional (R, D) float references (e.g. a cross-batch
+      memory): pairs are then (batch example, reference).
+    ref_labels: (R,) integer labels of ``ref_embeddings``.
+    pair_where: optional (B, R) bool mask of the pairs to use (a miner's
+      output, see :mod:`diversity_jax.metric_learning`).
 
   Returns:
     f32 scalar.
@@ -59,12 +66,12 @@ def threshold_consistent_margin_loss(embeddings, labels, *, lambda_plus=1.0,
   checks.check_scalar_in_range(margin_plus, "margin_plus", fn, low=-1.0, high=1.0)
   checks.check_scalar_in_range(margin_minus, "margin_minus", fn, low=-1.0,
                                high=1.0)
-  sim = pairs.cosine_similarity_matrix(x)
-  pos, neg = pairs.pair_masks(labels, where)
+  y, pos, neg, invalid = pairs.query_reference_pairs(
+      x, labels, where, ref_embeddings, ref_labels, pair_where, fn=fn)
+  sim = pairs.cosine_similarity_matrix(x, None if ref_embeddings is None else y)
   hard_pos = pos & (sim <= margin_plus)
   hard_neg = neg & (sim >= margin_minus)
   pos_term = pairs.masked_pair_mean(margin_plus - sim, hard_pos)
   neg_term = pairs.masked_pair_mean(sim - margin_minus, hard_neg)
   return label_range.nan_where_invalid(
-      lambda_plus * pos_term + lambda_minus * neg_term,
-      pairs.nonfinite_batch(x, where))
+      lambda_plus * pos_term + lambda_minus * neg_term, invalid)

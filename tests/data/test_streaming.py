@@ -148,8 +148,8 @@ def test_batches_from_sources_equal_batches_from_arrays(tiny_dir):
 
 def test_training_streamed_equals_in_memory(tiny_dir, tmp_path, monkeypatch):
   from configs import mock  # pylint: disable=g-import-not-at-top
-  from experiments import trainer  # pylint: disable=g-import-not-at-top
   from experiments import metrics  # pylint: disable=g-import-not-at-top
+  from experiments.studies import dg  # pylint: disable=g-import-not-at-top
   out = {}
   for mode in ("off", "on"):
     if mode == "on":  # streaming never reads a whole domain into memory
@@ -161,7 +161,7 @@ def test_training_streamed_equals_in_memory(tiny_dir, tmp_path, monkeypatch):
     c.num_steps, c.eval_every, c.checkpoint_every, c.log_every = 3, 3, 3, 1
     c.eval_batch_size = 8  # several eval chunks, the last one padded
     workdir = str(tmp_path / mode)
-    result = trainer.train_one(c, workdir, "dom_a")
+    result = dg.train_one(c, workdir, "dom_a")
     rows = metrics.read_jsonl(f"{workdir}/metrics.jsonl")
     out[mode] = (result, rows)
   assert out["on"] == out["off"]  # bit-identical metrics and selection

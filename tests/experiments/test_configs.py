@@ -8,7 +8,7 @@ import os
 import pytest
 
 from experiments import config_validation
-from experiments import trainer
+from experiments.studies import dg
 from experiments.lm import validation as lm_validation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -49,6 +49,6 @@ def test_smoke_training_on_offline_builders(name, tmp_path):
   ds = data.load(c.dataset, data_dir=c.data_dir)
   c.test_domains = (ds.domains[-1],)
   c.num_steps, c.eval_every, c.checkpoint_every = 2, 2, 2
-  result = trainer.train_one(c, str(tmp_path / "run"), ds.domains[-1],
+  result = dg.train_one(c, str(tmp_path / "run"), ds.domains[-1],
                              dataset=ds)
   assert result["compiles"] == 1 and 0 <= result["test_acc"] <= 1
