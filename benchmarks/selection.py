@@ -14,6 +14,9 @@ brute-force version written with full matrices:
   each step (``O(n k^4)``).
 * ``kmeans``: ours with ``--block`` items per block against one block of all
   ``n`` items (the ``(n, k)`` distance matrix), same Lloyd steps.
+* ``quadmix``: :func:`quadmix_sampling_values` (3 quality criteria, 8
+  domains, token counts; sorts, ``O(n log n)``) and :func:`quadmix_sample`
+  drawing the copies into a quota of ``n / 10`` slots.
 
 The last column is the time ratio to the previous ``n``: about ``n`` growth
 for k-center and log-det (times 2 when ``n`` doubles) and about ``n^2`` for
@@ -22,6 +25,7 @@ the brute-force k-center.
 Usage:
   python -m benchmarks.selection                        # defaults
   python -m benchmarks.selection --ns 2000,4000,8000 --k 32 --repeats 3
+  python -m benchmarks.selection --selectors quadmix --ns 10000,100000,1000000
 """
 
 from __future__ import annotations
@@ -89,6 +93,8 @@ def main():
   parser.add_argument("--clusters", type=int, default=64)
   parser.add_argument("--block", type=int, default=1024)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--selectors", default="",
+                      help="comma-separated name prefixes to run (all if empty)")
   parser.add_argument("--max-brute-n", type=int, default=4000,
                       help="larger n: brute force is compiled, not run")
   args = parser.parse_args()
@@ -101,8 +107,20 @@ def main():
   for n in ns:
     x = jax.random.normal(jax.random.key(0), (n, args.dim), jnp.float32)
     xn = x / jnp.linalg.norm(x, axis=1, keepdims=True)
-    l = xn @ xn.T + 0.1 * jnp.eye(n)
+    wanted = [p for p in args.selectors.split(",") if p]
+    keep = lambda name: not wanted or name.startswith(tuple(wanted))
+    # the (n, n) kernel only when a log-det row runs
+    l = xn @ xn.T + 0.1 * jnp.eye(n) if keep("log_det") else None
     init = x[:args.clusters]
+    quality = jax.random.uniform(jax.random.key(1), (n, 3))
+    domains = jax.random.randint(jax.random.key(2), (n,), 0, 8)
+    tokens = jax.random.randint(jax.random.key(3), (n,), 50, 2000).astype(
+        jnp.float32)
+    mix = dict(merge_weights=jnp.full((8, 3), 1 / 3), steepness=jnp.full(8, 50.),
+               threshold=jnp.full(8, 0.3), exponent=jnp.full(8, 0.5),
+               floor=jnp.full(8, 1e-3))
+    values = selection.quadmix_sampling_values(quality, domains,
+                                               num_tokens=tokens, **mix)
     rows = [
         ("k_center ours", lambda x: selection.k_center_greedy(x, k), (x,)),
         ("k_center brute", lambda x: brute_k_center(x, k), (x,)),
@@ -113,7 +131,12 @@ def main():
          (x, init)),
         ("kmeans one block", functools.partial(
             selection.kmeans, num_steps=3, block_size=n), (x, init)),
+        ("quadmix values", lambda q, d, t: selection.quadmix_sampling_values(
+            q, d, num_tokens=t, **mix), (quality, domains, tokens)),
+        ("quadmix sample", lambda key, s: selection.quadmix_sample(
+            key, s, n // 10), (jax.random.key(4), values)),
     ]
+    rows = [r for r in rows if keep(r[0])]
     for name, fn, fargs in rows:
       if "brute" in name and n > args.max_brute_n:
         temp = jax.jit(fn).lower(*fargs).compile().memory_analysis()

@@ -7,6 +7,11 @@ functions with f32 compute for bf16 inputs and finite values and gradients:
   from a kernel (:func:`vendi_score`), from features with the linear kernel
   (:func:`vendi_score_from_features`) or in the ``d x d`` dual form
   (:func:`vendi_score_dual`); gradients stay finite at repeated eigenvalues.
+* Vendi score of the Gaussian kernel at scale (``n`` up to ``10^6``) from
+  random Fourier features (:func:`vendi_score_rff`, FKEA) or Nystrom
+  features (:func:`vendi_score_nystrom`); the quality-weighted Vendi score
+  (:func:`quality_weighted_vendi_score`); the Renyi kernel entropy mode count
+  (:func:`rke_mode_count`).
 * Orthogonality / decorrelation regularizers: PEGO
   (:func:`pego_orthogonality`), MSGCoOp (:func:`prompt_cosine_diversity`),
   BA-LoRA (:func:`covariance_decorrelation`, :func:`negative_entropy`,
@@ -33,9 +38,14 @@ from diversity_jax.diversity._orthogonality import negative_entropy
 from diversity_jax.diversity._orthogonality import pego_orthogonality
 from diversity_jax.diversity._orthogonality import prompt_cosine_diversity
 from diversity_jax.diversity._orthogonality import singular_value_energy_regularizer
+from diversity_jax.diversity._quality_vendi import quality_weighted_vendi_score
+from diversity_jax.diversity._rke import relative_rke
+from diversity_jax.diversity._rke import rke_mode_count
 from diversity_jax.diversity._vendi import vendi_score
 from diversity_jax.diversity._vendi import vendi_score_dual
 from diversity_jax.diversity._vendi import vendi_score_from_features
+from diversity_jax.diversity._vendi_scale import vendi_score_nystrom
+from diversity_jax.diversity._vendi_scale import vendi_score_rff
 from diversity_jax.diversity._weight_ensembling import balanced_average
 from diversity_jax.diversity._weight_ensembling import interpolate_params
 
@@ -53,8 +63,13 @@ __all__ = [
     "pairwise_kl_divergence",
     "pego_orthogonality",
     "prompt_cosine_diversity",
+    "quality_weighted_vendi_score",
+    "relative_rke",
+    "rke_mode_count",
     "singular_value_energy_regularizer",
     "vendi_score",
     "vendi_score_dual",
     "vendi_score_from_features",
+    "vendi_score_nystrom",
+    "vendi_score_rff",
 ]

@@ -14,6 +14,9 @@ data-dependent shape; :func:`selection_mask` turns them into a mask.
   :class:`KMeansResult`).
 * Online batch selection by utility and diversity (UDS): :func:`uds_select`
   with an explicit FIFO memory (:func:`uds_init_memory`, :class:`UDSMemory`).
+* Quality-and-domain data sampling (QuaDMix): expected copies per item
+  (:func:`quadmix_sampling_values`) and a draw of them under a static quota
+  (:func:`quadmix_sample`).
 """
 
 from diversity_jax.selection._common import selection_mask
@@ -27,6 +30,8 @@ from diversity_jax.selection._max_min import k_center_greedy
 from diversity_jax.selection._online_batch import UDSMemory
 from diversity_jax.selection._online_batch import uds_init_memory
 from diversity_jax.selection._online_batch import uds_select
+from diversity_jax.selection._quadmix import quadmix_sample
+from diversity_jax.selection._quadmix import quadmix_sampling_values
 
 __all__ = [
     "KMeansResult",
@@ -37,6 +42,8 @@ __all__ = [
     "k_center_greedy",
     "kmeans",
     "kmeans_plus_plus_init",
+    "quadmix_sample",
+    "quadmix_sampling_values",
     "selection_mask",
     "uds_init_memory",
     "uds_select",

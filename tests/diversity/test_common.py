@@ -107,6 +107,15 @@ def _call_average(fn, x):
   return fn([{"w": x}, {"w": 2 * x}, {"w": -x}], weights=(1.0, 2.0, 1.0))
 
 
+def _rbf_kernel(key):
+  z = _normal(key, (5, 1, 2))
+  return jnp.exp(-jnp.sum((z - z.transpose(1, 0, 2)) ** 2, -1))
+
+
+def _call_keyed(fn, x, **kw):
+  return fn(x, jax.random.key(0), **kw)
+
+
 SPECS = [
     DiversitySpec("balanced_average", lambda k: (_normal(k, (3, 2)),),
                   call=_call_average, tree_output=True),
@@ -130,16 +139,31 @@ SPECS = [
                   lambda k: (_normal(k, (3, 4, 5)),
                              _normal(jax.random.fold_in(k, 1), (4, 5)))),
     DiversitySpec("prompt_cosine_diversity", lambda k: (_normal(k, (3, 2, 4)),)),
+    DiversitySpec("quality_weighted_vendi_score",
+                  lambda k: (_rbf_kernel(k), jax.random.uniform(
+                      jax.random.fold_in(k, 1), (5,))),
+                  kwargs={"q": 2}),
+    DiversitySpec("relative_rke",
+                  lambda k: (_normal(k, (5, 3)),
+                             _normal(jax.random.fold_in(k, 1), (7, 3))),
+                  kwargs={"bandwidth": 1.5}),
+    DiversitySpec("rke_mode_count", lambda k: (_normal(k, (6, 3)),),
+                  kwargs={"bandwidth": 1.5, "block_size": 4}),
     DiversitySpec("singular_value_energy_regularizer",
                   lambda k: (_normal(k, (2, 4, 3)),), kwargs={"k": 2}),
-    DiversitySpec("vendi_score",
-                  lambda k: (jnp.exp(-jnp.sum(
-                      (_normal(k, (5, 1, 2)) - _normal(k, (5, 1, 2))
-                       .transpose(1, 0, 2)) ** 2, -1)),),
+    DiversitySpec("vendi_score", lambda k: (_rbf_kernel(k),),
                   kwargs={"q": 1.5}),
     DiversitySpec("vendi_score_dual", lambda k: (_normal(k, (6, 3)),),
                   kwargs={"q": 2}),
     DiversitySpec("vendi_score_from_features", lambda k: (_normal(k, (6, 3)),)),
+    DiversitySpec("vendi_score_nystrom", lambda k: (_normal(k, (6, 3)),),
+                  call=_call_keyed,
+                  kwargs={"bandwidth": 1.5, "num_landmarks": 4,
+                          "block_size": 4}),
+    DiversitySpec("vendi_score_rff", lambda k: (_normal(k, (6, 3)),),
+                  call=_call_keyed,
+                  kwargs={"bandwidth": 1.5, "num_features": 8,
+                          "block_size": 4}),
 ]
 
 _BY_NAME = {s.name: s for s in SPECS}

@@ -50,6 +50,8 @@ SELECTORS = {
     "uds_select": _uds,
     "kmeans": None,
     "kmeans_plus_plus_init": None,
+    "quadmix_sample": None,  # repeats items (copies): tests/selection/test_quadmix.py
+    "quadmix_sampling_values": None,
     "KMeansResult": None,
     "UDSMemory": None,
     "uds_init_memory": None,
