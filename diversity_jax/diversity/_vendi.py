@@ -102,7 +102,10 @@ def _score_from_eigenvalues(lam: jax.Array, q: float) -> jax.Array:
   lam = pos * mass
   lam_max = jnp.max(lam)
   eps = jnp.finfo(lam.dtype).eps
-  tol = lam.shape[0] * eps * jax.lax.stop_gradient(lam_max)
+  # Round-off in a symmetric eigensolver is ~ sqrt(n) * eps * ||A|| in
+  # practice: below it an eigenvalue is noise; above it, a real tail that
+  # carries entropy (n * eps * ||A|| drops ~5% of VS_1 at n = 2000 in f32).
+  tol = math.sqrt(lam.shape[0]) * eps * jax.lax.stop_gradient(lam_max)
   keep = lam > jnp.maximum(tol, jnp.finfo(lam.dtype).tiny)
   nonempty = jnp.any(keep)
   safe = jnp.where(keep, lam, 1.0)
@@ -213,7 +216,7 @@ def vendi_score(kernel: jax.Array, *, q: Order = 1.0,
     H_\infty = -\log \max_i \lambda_i,
 
   and :math:`H_0 = \log \operatorname{rank}` (numerical rank, with the
-  tolerance ``n * eps * max(lambda)``, unlike the reference which counts
+  tolerance ``sqrt(n) * eps * max(lambda)``, unlike the reference which counts
   round-off positives).
 
   Args:
