@@ -70,6 +70,21 @@ def materialized_loss(h, w, labels, mask, *, layout, opts: HeadOptions,
   return jnp.where(mask, loss, 0.0)
 
 
+def token_losses(h, w, labels, mask, *, layout: str, opts: HeadOptions,
+                 vocab_axis_name: Optional[str] = None):
+  """Per-token loss ``(N,)`` f32 (0 where ``mask`` is False), no gradient
+  path: the scores of online batch selection. Arguments as ``loss_sum``."""
+  if opts.lm_head == "materialized":
+    return materialized_loss(h, w, labels, mask, layout=layout, opts=opts,
+                             vocab_axis_name=vocab_axis_name)
+  return linear_cross_entropy(
+      h, w.astype(h.dtype), labels, weights=mask.astype(jnp.float32),
+      weight_layout=layout, label_smoothing=opts.label_smoothing,
+      log_partition_penalty=opts.z_loss, softcap=opts.softcap,
+      reduction="none", filter_eps=opts.filter_eps,
+      implementation=opts.implementation, vocab_axis_name=vocab_axis_name)
+
+
 def loss_sum(h, w, labels, mask, *, layout: str, opts: HeadOptions,
              vocab_axis_name: Optional[str] = None, eval_only: bool = False):
   """Summed next-token loss over the tokens where ``mask`` holds.

@@ -33,6 +33,7 @@ from experiments import metrics as metrics_lib
 from experiments import trainer
 from experiments.lm import baseline
 from experiments.lm import head as head_lib
+from experiments.lm import selection as selection_lib
 from experiments.lm import step as step_lib
 from experiments.lm import validation
 from experiments.models.transformer import DecoderLM
@@ -172,24 +173,31 @@ def train(config, workdir: str) -> Dict[str, Any]:
   ds = load_dataset(config)
   train_rows = ds.sequences("train")
   val_rows = ds.sequences("validation")
-  if config.batch_size > len(train_rows):
+  uds = config.selection.method == "uds"
+  drawn = config.selection.candidates if uds else config.batch_size
+  if drawn > len(train_rows):
+    field = "selection.candidates" if uds else "batch_size"
     raise config_validation.ConfigError(
-        f"config.batch_size: {config.batch_size} exceeds the "
-        f"{len(train_rows)} sequences of the train split; lower it or raise "
-        "config.max_chars")
+        f"config.{field}: {drawn} exceeds the {len(train_rows)} sequences of "
+        "the train split; lower it or raise config.max_chars")
   batches = data.MultiDomainBatches(
-      [(train_rows, np.zeros(len(train_rows), np.int32))], config.batch_size,
+      [(train_rows, np.zeros(len(train_rows), np.int32))], drawn,
       config.seed, sampling="epoch")
   mesh = step_lib.make_mesh(*validation.mesh_shape(config))
   model = make_model(config)
   opts = head_options(config)
   tx = make_optimizer(config)
-  state = step_lib.init_state(model, tx, config.seed, config.seq_len, mesh)
+  state = step_lib.init_state(
+      model, tx, config.seed, config.seq_len, mesh,
+      selection_lib.init_memory(config, model) if uds else None)
   shardings = step_lib.tree_shardings(state, mesh)
   replicated = NamedSharding(mesh, P())
   rows_sharding = NamedSharding(mesh, P(step_lib.DATA))
   loss_fn = step_lib.make_loss_fn(model, mesh, opts, ds.pad_id)
-  train_step = step_lib.make_train_step(loss_fn, tx)
+  select = (selection_lib.make_select_fn(
+      model, mesh, opts, ds.pad_id, k=config.batch_size,
+      alpha=float(config.selection.alpha)) if uds else None)
+  train_step = step_lib.make_train_step(loss_fn, tx, select)
   step_fn = jax.jit(lambda s, b: train_step(s, b["x"][0]),
                     in_shardings=(shardings, None),
                     out_shardings=(shardings, replicated),
@@ -221,7 +229,8 @@ def train(config, workdir: str) -> Dict[str, Any]:
 
   def flush():
     for s, m in pending:
-      row = {k: float(v) for k, v in jax.device_get(m).items()}
+      row = {k: float(v) for k, v in jax.device_get(m).items()
+             if np.ndim(v) == 0}   # not the (k,) 'selected' indices
       writer.write(s, "train", row)
       if not (np.isfinite(row["loss"]) and np.isfinite(row["param_norm"])):
         writer.flush()

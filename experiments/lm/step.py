@@ -37,10 +37,13 @@ DATA, MODEL = "data", "model"
 
 
 class TrainState(NamedTuple):
-  """Everything a step reads and writes (one checkpointed pytree)."""
+  """Everything a step reads and writes (one checkpointed pytree);
+  ``selection``: the online batch selection's state (``UDSMemory``), None
+  without selection."""
   step: jax.Array
   params: Any
   opt_state: Any
+  selection: Any = None
 
 
 def make_mesh(data: int, model: int) -> jax.sharding.Mesh:
@@ -111,29 +114,39 @@ def local_model(model: DecoderLM, mesh) -> DecoderLM:
                      vocab_axis_name=MODEL)
 
 
+def map_rows(local_fn, model: DecoderLM, mesh, out_specs):
+  """``f(params, tokens)``: ``local_fn(model, params, tokens,
+  vocab_axis_name)`` on each device's rows inside ``jax.shard_map`` over
+  ``mesh`` (tokens split over ``'data'``, vocabulary over ``'model'``);
+  ``mesh=None`` or a one-device mesh: called directly, ``vocab_axis_name``
+  None."""
+  if mesh is None or mesh.size == 1:
+    return functools.partial(local_fn, model, vocab_axis_name=None)
+  inner = local_model(model, mesh)
+  body = functools.partial(local_fn, inner,
+                           vocab_axis_name=inner.vocab_axis_name)
+
+  def f(params, tokens):
+    return jax.shard_map(body, mesh=mesh,
+                         in_specs=(tree_specs(params, mesh), P(DATA)),
+                         out_specs=out_specs)(params, tokens)
+
+  return f
+
+
 def make_sums_fn(model: DecoderLM, mesh, opts, pad_id: int, *,
                  eval_only: bool = False):
   """``sums(params, tokens) -> (loss sum, target count)`` over the whole
   batch, computed inside ``jax.shard_map`` over ``mesh`` (see module doc);
   ``mesh=None`` or a one-device mesh: the same without a map."""
-  if mesh is None or mesh.size == 1:
-    return functools.partial(local_sums, model, opts=opts, pad_id=pad_id,
-                             eval_only=eval_only)
-  inner = local_model(model, mesh)
-  axis = inner.vocab_axis_name
+  mapped = mesh is not None and mesh.size > 1
 
-  def body(params, tokens):
-    total, count = local_sums(inner, params, tokens, opts=opts, pad_id=pad_id,
-                              vocab_axis_name=axis, eval_only=eval_only)
-    return jax.lax.psum(total, DATA), jax.lax.psum(count, DATA)
+  def body(model, params, tokens, vocab_axis_name):
+    sums = local_sums(model, params, tokens, opts=opts, pad_id=pad_id,
+                      vocab_axis_name=vocab_axis_name, eval_only=eval_only)
+    return jax.lax.psum(sums, DATA) if mapped else sums
 
-  def sums(params, tokens):
-    mapped = jax.shard_map(body, mesh=mesh,
-                           in_specs=(tree_specs(params, mesh), P(DATA)),
-                           out_specs=(P(), P()))
-    return mapped(params, tokens)
-
-  return sums
+  return map_rows(body, model, mesh, (P(), P()))
 
 
 def make_loss_fn(model, mesh, opts, pad_id: int):
@@ -147,26 +160,44 @@ def make_loss_fn(model, mesh, opts, pad_id: int):
   return loss_fn
 
 
-def make_train_step(loss_fn, tx: optax.GradientTransformation):
-  """``step(state, tokens) -> (state, metrics)``: loss, gradient and update."""
+def make_train_step(loss_fn, tx: optax.GradientTransformation, select=None):
+  """``step(state, tokens) -> (state, metrics)``: loss, gradient and update.
+
+  ``select`` (online batch selection, ``experiments.lm.selection``):
+  ``select(params, selection_state, tokens) -> (indices, new state,
+  metrics)``; the step then trains on ``tokens[indices]`` only, and its
+  metrics hold the ``(k,)`` int32 ``'selected'`` indices (a NaN loss when
+  the selection found a NaN score: no index is -1 otherwise).
+  """
   def train_step(state: TrainState, tokens):
+    selection, extra = state.selection, {}
+    if select is not None:
+      idx, selection, extra = select(state.params, state.selection, tokens)
+      tokens = jnp.take(tokens, jnp.maximum(idx, 0), axis=0)
     loss, grads = jax.value_and_grad(loss_fn)(state.params, tokens)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if select is not None:
+      loss = jnp.where(jnp.all(idx >= 0), loss, jnp.nan)
+      extra = {**extra, "selected": idx}
     norm = numerics.tree_l2_norm
     metrics = {"loss": loss, "grad_norm": norm(grads),
-               "param_norm": norm(params), "update_norm": norm(updates)}
-    return TrainState(state.step + 1, params, opt_state), metrics
+               "param_norm": norm(params), "update_norm": norm(updates),
+               **extra}
+    return TrainState(state.step + 1, params, opt_state, selection), metrics
   return train_step
 
 
-def init_state(model: DecoderLM, tx, seed: int, seq_len: int, mesh):
-  """The initial ``TrainState``, placed with its shardings on ``mesh``."""
+def init_state(model: DecoderLM, tx, seed: int, seq_len: int, mesh,
+               selection_init=None):
+  """The initial ``TrainState``, placed with its shardings on ``mesh``;
+  ``selection_init()`` gives its ``selection`` state (None: none)."""
   tokens = jnp.zeros((1, seq_len), jnp.int32)
 
   def init():
     params = model.init(jax.random.key(seed), tokens)["params"]
-    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params),
+                      None if selection_init is None else selection_init())
 
   abstract = jax.eval_shape(init)
   return jax.jit(init, out_shardings=tree_shardings(abstract, mesh))()

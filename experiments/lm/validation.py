@@ -15,6 +15,7 @@ from diversity_jax.data import _text_tokenizer
 from diversity_jax.kernels.linear_cross_entropy import IMPLEMENTATIONS
 from experiments import config_validation as cv
 from experiments.lm import head as head_lib
+from experiments.lm import selection as selection_lib
 from experiments.models import transformer
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -26,12 +27,13 @@ _check_float = cv.check_float
 REQUIRED = ("task", "name", "dataset", "data_dir", "download", "text_key",
             "train_split", "validation_split", "max_chars",
             "validation_fraction", "vocab_size", "seq_len", "model", "lm_head",
-            "head", "mesh", "optimizer", "learning_rate", "warmup_steps",
+            "head", "mesh", "selection", "optimizer", "learning_rate", "warmup_steps",
             "weight_decay", "grad_clip", "batch_size", "num_steps",
             "eval_every", "eval_batch_size", "log_every", "checkpoint_every",
             "keep_checkpoints", "seed", "progress_bar")
 MODEL_FIELDS = ("dim", "depth", "heads", "mlp_ratio", "positions",
                 "tie_embeddings", "dtype")
+SELECTION_FIELDS = ("method", "candidates", "alpha", "memory_size")
 HEAD_FIELDS = ("implementation", "z_loss", "label_smoothing", "softcap",
                "ignore_padding", "fused_backward", "filter_eps")
 
@@ -129,6 +131,30 @@ def _check_mesh(config) -> None:
             f"{config[field]}")
 
 
+def _check_selection(config) -> None:
+  s = config.selection
+  _require(s, SELECTION_FIELDS, "selection.")
+  _check_choice(s.method, selection_lib.METHODS, "selection.method")
+  _check_int(s, "candidates", 1, "selection.")
+  _check_int(s, "memory_size", 1, "selection.")
+  _check_float(s, "alpha", positive=False, prefix="selection.")
+  if s.alpha < 0:
+    _fail("selection.alpha", f"must be >= 0, got {s.alpha}")
+  if s.method == "none":
+    return
+  if s.candidates <= config.batch_size:
+    _fail("selection.candidates", f"must exceed batch_size="
+          f"{config.batch_size} (the selected sub-batch), got {s.candidates}")
+  if s.memory_size < config.batch_size:
+    _fail("selection.memory_size", f"must be >= batch_size="
+          f"{config.batch_size} (each step remembers its selection), got "
+          f"{s.memory_size}")
+  data, _ = mesh_shape(config)
+  if s.candidates % data:
+    _fail("selection.candidates", f"must be a multiple of mesh.data={data}, "
+          f"got {s.candidates}")
+
+
 def validate(config) -> None:
   """Checks every field that can be checked without data; raises ConfigError."""
   _require(config, REQUIRED)
@@ -164,3 +190,4 @@ def validate(config) -> None:
   for field in ("warmup_steps", "seed"):
     _check_int(config, field, 0)
   _check_mesh(config)
+  _check_selection(config)

@@ -16,9 +16,12 @@ from experiments import config_validation
 from experiments.lm import baseline
 from experiments.lm import head as head_lib
 from experiments.lm import program
+from experiments.lm import selection as selection_lib
 from experiments.lm import step as step_lib
 from experiments.lm import validation
 from experiments.models import transformer
+from diversity_jax.selection import UDSMemory
+from diversity_jax.selection import uds_select
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -160,6 +163,56 @@ def test_mesh_step_equals_single_device(tie):
       jax.sharding.NamedSharding(mesh, emb), 2)
 
 
+@pytest.mark.parametrize("mesh_shape", [None, (2, 2)])
+def test_selection_step_picks_uds_of_the_sequence_losses(mesh_shape):
+  """The step's selected rows are ``uds_select`` of each candidate's mean
+  loss (optax on the logits) and unit mean hidden state, computed here by
+  hand; the update is a plain step on those rows; the memory is updated."""
+  mesh = None if mesh_shape is None else _mesh_or_skip(*mesh_shape)
+  model, k, alpha = _tiny(), 4, 0.7
+  opts = head_lib.HeadOptions(z_loss=1e-3)
+  tokens = _tokens(b=8, seed=1)
+  tx = optax.adam(1e-2)
+  rng = np.random.default_rng(0)
+  past = rng.standard_normal((5, D)).astype(np.float32)
+  past /= np.linalg.norm(past, axis=1, keepdims=True)
+  memory = UDSMemory(jnp.asarray(past), jnp.int32(2), jnp.int32(2))
+  state = step_lib.init_state(model, tx, 0, 8,
+                              mesh or step_lib.make_mesh(1, 1), lambda: memory)
+  select = selection_lib.make_select_fn(model, mesh, opts, 0, k=k,
+                                        alpha=alpha)
+  loss_fn = step_lib.make_loss_fn(model, mesh, opts, 0)
+  new, metrics = jax.jit(step_lib.make_train_step(loss_fn, tx, select))(
+      state, tokens)
+  state = jax.device_get(state)   # one device from here on
+  # By hand: per-sequence loss from the full logits, pooled hidden states.
+  h, w = model.apply({"params": state.params}, tokens[:, :-1])
+  mask = np.asarray(tokens[:, 1:] != 0)
+  tok = head_lib.materialized_loss(
+      h.reshape(-1, D), w, tokens[:, 1:].reshape(-1), jnp.asarray(mask).ravel(),
+      layout="vd", opts=opts).reshape(mask.shape)
+  utility = np.sum(np.asarray(tok), 1) / mask.sum(1)
+  pooled = (np.asarray(h) * mask[..., None]).sum(1) / mask.sum(1)[:, None]
+  emb = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+  idx, _, want_memory = jax.jit(
+      lambda u, e, m: uds_select(u[:, None, None], e, m, k, alpha=alpha))(
+          jnp.asarray(utility), jnp.asarray(emb), memory)
+  np.testing.assert_array_equal(np.asarray(metrics["selected"]),
+                                np.asarray(idx))
+  assert len(set(np.asarray(idx).tolist())) == k and min(idx) >= 0
+  np.testing.assert_allclose(np.asarray(new.selection.buffer),
+                             np.asarray(want_memory.buffer), atol=1e-5)
+  assert int(new.selection.count) == min(2 + k, 5)
+  plain, m2 = jax.jit(step_lib.make_train_step(
+      step_lib.make_loss_fn(model, None, opts, 0), tx))(
+          state._replace(selection=None), tokens[np.asarray(idx)])
+  np.testing.assert_allclose(float(metrics["loss"]), float(m2["loss"]),
+                             rtol=1e-5)
+  assert _max_diff(new.params, plain.params) < 1e-5
+  np.testing.assert_allclose(float(metrics["selected_loss"]),
+                             np.mean(utility[np.asarray(idx)]), rtol=1e-5)
+
+
 def test_eval_sums_are_the_cross_entropy_of_the_logits():
   mesh = _mesh_or_skip(2, 4)
   model = _tiny(False)
@@ -253,6 +306,27 @@ def test_program_on_a_mesh_resumes_and_matches_one_device(smoke, tmp_path):
   assert emb.sharding.spec[0] == "model" and len(emb.sharding.device_set) == 4
 
 
+def test_program_with_uds_selection_resumes_bit_identical(smoke, tmp_path):
+  """Smoke run with online batch selection; the memory is checkpointed, so
+  a run resumed at step 3 ends bit-identical."""
+  c = smoke.copy_and_resolve_references()
+  c.mesh.data = 1
+  c.selection.method, c.selection.candidates = "uds", 24
+  c.selection.memory_size = 16
+  full = program.train(c, str(tmp_path / "full"))
+  assert full["compiles"] == 1 and np.isfinite(full["val_ppl"])
+  part = c.copy_and_resolve_references()
+  part.num_steps = 3
+  program.train(part, str(tmp_path / "resumed"))
+  resumed = program.train(c, str(tmp_path / "resumed"))
+  assert resumed["val_ppl"] == full["val_ppl"]
+  rows = lambda d: [json.loads(l) for l in open(tmp_path / d / "metrics.jsonl")]
+  assert rows("full") == rows("resumed")
+  train_rows = [r for r in rows("full") if "selected_loss" in r]
+  assert len(train_rows) >= 3
+  assert all(r["selected_loss"] >= r["candidate_loss"] for r in train_rows)
+
+
 @pytest.mark.parametrize("field, value, match", [
     ("model.heads", 3, "config.model.heads"),
     ("lm_head", "logits", "config.lm_head"),
@@ -264,9 +338,15 @@ def test_program_on_a_mesh_resumes_and_matches_one_device(smoke, tmp_path):
     ("mesh.model", 64, "config.mesh"),
     ("batch_size", 0, "config.batch_size"),
     ("model.dtype", "float16", "config.model.dtype"),
+    ("selection.method", "random", "config.selection.method"),
+    ("selection.alpha", -1.0, "config.selection.alpha"),
+    ("selection.candidates", 8, "config.selection.candidates"),  # = batch
+    ("selection.memory_size", 4, "config.selection.memory_size"),
 ])
 def test_config_errors_name_the_field(field, value, match):
   c = lm_config.get_config("smoke")
+  if field.startswith("selection.") and field != "selection.method":
+    c.selection.method = "uds"
   parent, _, leaf = field.rpartition(".")
   (c[parent] if parent else c)[leaf] = value
   with pytest.raises(config_validation.ConfigError, match=match):

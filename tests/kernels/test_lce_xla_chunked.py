@@ -171,6 +171,36 @@ def test_default_block_sizes_per_backend(monkeypatch):
   assert xla_chunked.block_sizes(8192, 256000, None, 1024) == (2048, 1024)
 
 
+def test_cpu_block_defaults_follow_the_native_bf16_dot(monkeypatch):
+  """bf16 on a CPU without a native bf16 dot (no AVX-512 BF16 / AMX, or XLA
+  capped below AVX-512) gets ``CPU_BLOCKS_WITHOUT_BF16_DOT``; f32, and bf16
+  with the dot, keep 1024 x 512; the kernel traces with the chosen tiles."""
+  from diversity_jax.kernels.linear_cross_entropy import xla_chunked as xc
+  assert xc.native_bf16_dot({"avx2", "avx512f", "avx512_bf16"}, "")
+  assert xc.native_bf16_dot({"amx_bf16"}, "--xla_cpu_max_isa=AVX512 --x=1")
+  assert not xc.native_bf16_dot({"avx", "avx2", "fma", "f16c"}, "")
+  assert not xc.native_bf16_dot({"avx512_bf16"}, "--xla_cpu_max_isa=AVX2")
+  assert not xc.native_bf16_dot({"avx512_bf16"}, "--xla_cpu_max_isa=avx")
+  assert not xc.native_bf16_dot(
+      {"avx512_bf16"}, "--xla_cpu_experimental_ynn_fusion_type=")
+  assert isinstance(xc.cpu_flags(), frozenset)
+  wide = xc.CPU_BLOCKS_WITHOUT_BF16_DOT
+  assert wide != xc.DEFAULT_BLOCKS["cpu"]
+  x = jnp.ones((4096, 8), jnp.bfloat16)
+  w = jnp.ones((1024, 8), jnp.bfloat16)
+  y = jnp.zeros((4096,), jnp.int32)
+  trace = lambda x, w: str(jax.make_jaxpr(jax.grad(
+      lambda x, w: linear_cross_entropy(x, w, y), (0, 1)))(x, w))
+  for native in (False, True):
+    monkeypatch.setattr(xc, "native_bf16_dot", lambda native=native: native)
+    assert xc.block_sizes(4096, 65536, dtype=jnp.float32) == (1024, 512)
+    bt, bv = (1024, 512) if native else wide
+    assert xc.block_sizes(4096, 65536, dtype=jnp.bfloat16) == (bt, bv)
+    assert f"f32[{bt},{bv}]" in trace(x, w)          # the logit tile
+    assert "f32[1024,512]" in trace(x.astype(jnp.float32),
+                                    w.astype(jnp.float32))
+
+
 def test_fused_backward_nan_input_and_out_of_range_labels():
   """``fused_backward=True`` (gradients in the forward pass) agrees with the
   reference on NaN rows: the same NaN pattern in loss, dX, dW and db (the

@@ -49,6 +49,7 @@ The vocab-parallel mode (``xla_vocab_parallel``) and the fused backward
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -77,11 +78,72 @@ def _block(i, size, block):
 DEFAULT_BLOCKS = {"cpu": (1024, 512), "gpu": (2048, 4096),
                   "tpu": (2048, 4096)}
 
+#: CPU default for bf16 / f16 inputs where the host has no native bf16 dot
+#: (``native_bf16_dot()`` False): each bf16 tile GEMM then runs on f32
+#: copies of its operands, and taller token blocks convert each ``w`` block
+#: fewer times; 2048 x 512 keeps the temporaries within 1/50 of the
+#: materialized reference's (BENCHMARKS.md, "Linear cross-entropy on
+#: AVX2-only CPUs").
+CPU_BLOCKS_WITHOUT_BF16_DOT = (2048, 512)
 
-def block_sizes(n, v, block_tokens=None, block_vocab=None):
-  """``(bt, bv)``: the given block sizes or the backend's defaults
-  (``DEFAULT_BLOCKS``), clamped to ``[1, N]`` and ``[1, V]``."""
-  dt, dv = DEFAULT_BLOCKS.get(jax.default_backend(), DEFAULT_BLOCKS["cpu"])
+#: CPU flags (``/proc/cpuinfo``) of a native bf16 dot product.
+BF16_DOT_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+_ISA_WITHOUT_BF16_DOT = ("SSE4_2", "AVX", "AVX2")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset:
+  """This host's CPU feature flags (Linux ``/proc/cpuinfo``; empty when
+  unreadable)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("flags"):
+          return frozenset(line.split(":", 1)[1].split())
+  except OSError:
+    pass
+  return frozenset()
+
+
+def native_bf16_dot(flags=None, xla_flags=None) -> bool:
+  """Whether XLA:CPU runs bf16 x bf16 -> f32 GEMMs natively on this host.
+
+  True when the CPU has a bf16 dot instruction (``BF16_DOT_FLAGS``: AVX-512
+  BF16, AMX-BF16; YNNPACK, XLA:CPU's dot library, then runs bf16 tiles at
+  about twice the f32 rate) unless ``XLA_FLAGS`` caps the ISA below AVX-512
+  (``--xla_cpu_max_isa=AVX2``, ...) or turns YNNPACK dots off
+  (``--xla_cpu_experimental_ynn_fusion_type=``): the GEMMs then run on f32
+  copies of bf16 operands.
+
+  Args:
+    flags: CPU flags (None: ``cpu_flags()``).
+    xla_flags: the ``XLA_FLAGS`` string (None: the environment's).
+  """
+  flags = cpu_flags() if flags is None else frozenset(flags)
+  xla_flags = (os.environ.get("XLA_FLAGS", "") if xla_flags is None
+               else xla_flags)
+  for flag in xla_flags.split():
+    name, _, value = flag.lstrip("-").partition("=")
+    if name == "xla_cpu_max_isa" and value.upper() in _ISA_WITHOUT_BF16_DOT:
+      return False
+    if name == "xla_cpu_experimental_ynn_fusion_type" and not value:
+      return False
+  return bool(flags & BF16_DOT_FLAGS)
+
+
+def block_sizes(n, v, block_tokens=None, block_vocab=None, dtype=None):
+  """``(bt, bv)``: the given block sizes or the defaults, clamped to
+  ``[1, N]`` and ``[1, V]``.
+
+  Defaults: ``DEFAULT_BLOCKS`` of the backend; on CPU, narrow-float
+  (``dtype`` bf16 / f16) inputs on a host without a native bf16 dot
+  (``native_bf16_dot()``) use ``CPU_BLOCKS_WITHOUT_BF16_DOT``.
+  """
+  backend = jax.default_backend()
+  dt, dv = DEFAULT_BLOCKS.get(backend, DEFAULT_BLOCKS["cpu"])
+  if (backend == "cpu" and dtype is not None
+      and jnp.dtype(dtype).itemsize < 4 and not native_bf16_dot()):
+    dt, dv = CPU_BLOCKS_WITHOUT_BF16_DOT
   bt = dt if block_tokens is None else int(block_tokens)
   bv = dv if block_vocab is None else int(block_vocab)
   return max(1, min(bt, n)), max(1, min(bv, v))
@@ -439,7 +501,7 @@ def rows(x, w, labels, bias, class_weights, *, hp: _math.Hyper, ignore_index,
   """
   del unused
   n, v = x.shape[0], _math.vocab_size(w, hp.weight_layout)
-  bt, bv = block_sizes(n, v, block_tokens, block_vocab)
+  bt, bv = block_sizes(n, v, block_tokens, block_vocab, x.dtype)
   return _rows(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv,
                filter_eps, bool(vocab_sorting))
 
@@ -454,7 +516,7 @@ def logit_average(x, w, labels, *, hp: _math.Hyper, ignore_index,
   ``cce_lse_forward.py`` (``LA`` output) and ``cce.py::sort_logit_avg``.
   """
   n, v = x.shape[0], w.shape[0]
-  bt, bv = block_sizes(n, v, block_tokens, block_vocab)
+  bt, bv = block_sizes(n, v, block_tokens, block_vocab, x.dtype)
   k = _class_weights(None, v)
   return _forward(x, w, labels, bias, k, hp, ignore_index, bt, bv,
                   sort=True)[2]
@@ -472,7 +534,7 @@ def skipped_tiles(x, w, labels, lse, *, filter_eps, order=None, bias=None,
   diagnostic for vocab sorting (CCE paper Table 1); not used by the loss.
   """
   n, v = x.shape[0], w.shape[0]
-  bt, bv = block_sizes(n, v, block_tokens, block_vocab)
+  bt, bv = block_sizes(n, v, block_tokens, block_vocab, x.dtype)
   order = jnp.arange(v, dtype=jnp.int32) if order is None else order
   valid = labels != ignore_index
   labels_eff = jnp.where(valid, labels, -2)

@@ -133,7 +133,7 @@ def rows_vocab_parallel(x, w, labels, bias, class_weights, *,
   """
   del unused
   n, v = x.shape[0], _math.vocab_size(w, hp.weight_layout)
-  bt, bv = block_sizes(n, v, block_tokens, block_vocab)
+  bt, bv = block_sizes(n, v, block_tokens, block_vocab, x.dtype)
   return _rows_vp(x, w, bias, class_weights, labels, hp, ignore_index, bt, bv,
                   filter_eps, axis_name, bool(vocab_sorting))
 
