@@ -245,7 +245,7 @@ def train_one(recipe: Recipe, config, workdir: str,
   save_run_config(config, workdir)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                     config.keep_checkpoints)
-  start, state, meta = _restore(ckpt, state, config, workdir)
+  start, state, meta = restore(ckpt, state, config, workdir)
   log = _TrainLog(workdir, start, recipe, ckpt)
   progress = _progress_bar(config, recipe, start)
   done = start
@@ -297,7 +297,7 @@ def _shard(batch, mesh):
   return data.shard_batch(batch, mesh, axis="data")
 
 
-def _restore(ckpt, state, config, workdir: str):
+def restore(ckpt, state, config, workdir: str):
   """``(start_step, state, meta)`` from the latest checkpoint, or fresh."""
   restored = ckpt.restore_latest(state)
   if restored is None:

@@ -210,19 +210,7 @@ def train(config, workdir: str) -> Dict[str, Any]:
   primary = jax.process_index() == 0
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                     config.keep_checkpoints)
-  meta = {"step": 0, "evals": []}
-  restored = ckpt.restore_latest(state)
-  start = 0
-  if restored is not None:
-    start, state, meta = restored
-    if start > config.num_steps:
-      ckpt.close()
-      raise config_validation.ConfigError(
-          f"config.num_steps: {config.num_steps} is below the {start} steps "
-          f"already trained in {workdir}; use --config.num_steps={start} or "
-          "more, or a new --workdir")
-    if primary:
-      print(f"resumed from step {start} ({ckpt.directory})", flush=True)
+  start, state, meta = trainer.restore(ckpt, state, config, workdir)
   writer = (metrics_lib.MetricWriter(workdir, resume_step=start) if primary
             else metrics_lib.NullWriter())
   pending: List = []
