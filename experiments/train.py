@@ -98,8 +98,9 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   config = cli.load_config(_CONFIG)
-  is_lm = config.get("task", "dg") == "lm"
-  if not is_lm:
+  task = config.get("task", "dg")
+  is_lm = task == "lm"
+  if task == "dg":
     cli.check_hparam_overrides(_CONFIG, [config.algorithm])
   import jax  # pylint: disable=g-import-not-at-top
   _initialize_distributed(jax)
@@ -107,6 +108,9 @@ def main(argv):
   if is_lm:  # language model: experiments/lm/
     from experiments.lm import program  # pylint: disable=g-import-not-at-top
     return program.main(config, workdir, plot=_PLOT.value)
+  if task == "ensemble":  # diverse ensembles: experiments/ensemble/
+    from experiments.ensemble import program  # pylint: disable=g-import-not-at-top
+    return program.main(config, workdir)
   from experiments import lodo  # pylint: disable=g-import-not-at-top
   from experiments import metrics  # pylint: disable=g-import-not-at-top
   logging.info("config:\n%s", config)
