@@ -52,6 +52,8 @@ def get_config(arg=None):
   if arg == "smoke":
     c.model = "mlp_tiny"
     c.num_members = 2
+    c.member_inits = ("shared", "independent")
+    c.regularizers = ("ambiguity",)
     c.pretrain_steps, c.num_steps = 2, 3
     c.batch_size, c.eval_batch_size = 4, 256
     c.diversity.dverge.num_steps = 1

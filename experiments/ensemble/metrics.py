@@ -8,7 +8,7 @@ and is ``jax.jit``-able. ``summarize`` returns the row of the results table.
 from __future__ import annotations
 
 import math
-from typing import Dict
+from typing import Dict, Optional
 
 import jax
 import jax.numpy as jnp
@@ -47,13 +47,21 @@ def ensemble_log_probs(member_logits: jax.Array) -> jax.Array:
   return jax.nn.logsumexp(log_p, axis=0) - math.log(member_logits.shape[0])
 
 
-def negative_log_likelihood(log_probs: jax.Array,
-                            labels: jax.Array) -> jax.Array:
+def _mean(values: jax.Array, where) -> jax.Array:
+  if where is None:
+    return jnp.mean(values)
+  w = where.astype(values.dtype)
+  return jnp.sum(values * w) / jnp.sum(w)
+
+
+def negative_log_likelihood(log_probs: jax.Array, labels: jax.Array, *,
+                            where: Optional[jax.Array] = None) -> jax.Array:
   r"""Mean negative log-likelihood :math:`-\frac1N \sum_n \log p(y_n|x_n)`.
 
   Args:
     log_probs: ``(N, K)`` log-probabilities.
     labels: ``(N,)`` integer labels in ``[0, K)``.
+    where: optional ``(N,)`` boolean mask of the examples averaged over.
 
   Returns:
     Scalar f32 (nats).
@@ -69,11 +77,13 @@ def negative_log_likelihood(log_probs: jax.Array,
     scoring rule the members are trained and evaluated with).
   """
   picked = jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
-  return -jnp.mean(picked)
+  return -_mean(picked, where)
 
 
 def expected_calibration_error(log_probs: jax.Array, labels: jax.Array, *,
-                               num_bins: int = ECE_BINS) -> jax.Array:
+                               num_bins: int = ECE_BINS,
+                               where: Optional[jax.Array] = None
+                               ) -> jax.Array:
   r"""Expected calibration error with equal-width confidence bins.
 
   With confidence :math:`c_n = \max_k p_{nk}`, prediction
@@ -92,6 +102,7 @@ def expected_calibration_error(log_probs: jax.Array, labels: jax.Array, *,
     log_probs: ``(N, K)`` log-probabilities.
     labels: ``(N,)`` integer labels.
     num_bins: number of equal-width bins ``B`` (static; Guo et al.: 15).
+    where: optional ``(N,)`` boolean mask; ``N`` counts kept examples only.
 
   Returns:
     Scalar f32 in ``[0, 1]``.
@@ -113,18 +124,23 @@ def expected_calibration_error(log_probs: jax.Array, labels: jax.Array, *,
   # Bin b holds confidences in ((b - 1) / B, b / B]: ceil(c * B) - 1.
   bins = jnp.clip(jnp.ceil(conf * num_bins).astype(jnp.int32) - 1, 0,
                   num_bins - 1)
-  gap = jax.ops.segment_sum(correct - conf, bins, num_segments=num_bins)
-  return jnp.sum(jnp.abs(gap)) / conf.shape[0]
+  w = jnp.ones_like(conf) if where is None else where.astype(conf.dtype)
+  gap = jax.ops.segment_sum((correct - conf) * w, bins, num_segments=num_bins)
+  return jnp.sum(jnp.abs(gap)) / jnp.sum(w)
 
 
-def summarize(log_probs: jax.Array, labels: jax.Array) -> Dict[str, jax.Array]:
+def summarize(log_probs: jax.Array, labels: jax.Array, *,
+              where: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
   """``{'accuracy', 'nll', 'ece'}`` of one predictive distribution."""
-  acc = jnp.mean(jnp.argmax(log_probs, axis=-1) == labels)
-  return {"accuracy": acc, "nll": negative_log_likelihood(log_probs, labels),
-          "ece": expected_calibration_error(log_probs, labels)}
+  correct = (jnp.argmax(log_probs, axis=-1) == labels).astype(jnp.float32)
+  return {"accuracy": _mean(correct, where),
+          "nll": negative_log_likelihood(log_probs, labels, where=where),
+          "ece": expected_calibration_error(log_probs, labels, where=where)}
 
 
-def member_diversity(member_logits: jax.Array) -> Dict[str, jax.Array]:
+def member_diversity(member_logits: jax.Array, *,
+                     where: Optional[jax.Array] = None
+                     ) -> Dict[str, jax.Array]:
   """Mean over examples of the members' disagreement and prediction Vendi.
 
   ``disagreement``: :func:`diversity_jax.diversity.pairwise_disagreement`
@@ -132,10 +148,11 @@ def member_diversity(member_logits: jax.Array) -> Dict[str, jax.Array]:
   ``vendi``: the order-1 Vendi score of the ``M`` members' probability
   vectors of each example (cosine kernel,
   :func:`diversity_jax.diversity.vendi_score_from_features`), in ``[1, M]``:
-  the effective number of distinct predictions.
+  the effective number of distinct predictions. ``where``: optional
+  ``(N,)`` mask of the examples averaged over.
   """
   probs = jax.nn.softmax(member_logits.astype(jnp.float32), axis=-1)
   per_example = jax.vmap(diversity.vendi_score_from_features, in_axes=1)
-  return {"disagreement": jnp.mean(
-              diversity.pairwise_disagreement(member_logits)),
-          "vendi": jnp.mean(per_example(probs))}
+  return {"disagreement": _mean(
+              diversity.pairwise_disagreement(member_logits), where),
+          "vendi": _mean(per_example(probs), where)}

@@ -78,9 +78,18 @@ def _splits(config, ds):
   return train, out
 
 
-def _train(config, model, params, regularizer, weight, batches, num_steps):
+def _step_fn(config, model, name: str):
+  """The jitted step of regularizer ``name`` (None: plain cross-entropy)."""
+  weight, penalty = 0.0, None
+  if name is not None:
+    weight, penalty = regularizers.penalty_fn(
+        name, dict(config.diversity[name]))
   tx = _optimizer(config)
-  step = jax.jit(members_lib.make_train_step(model, tx, regularizer, weight))
+  return tx, jax.jit(members_lib.make_train_step(model, tx, penalty, weight))
+
+
+def _train(step_fn, params, batches, num_steps):
+  tx, step = step_fn
   state = members_lib.init_state(params, tx)
   last = {}
   for i in range(num_steps):
@@ -94,6 +103,7 @@ def _train(config, model, params, regularizer, weight, batches, num_steps):
 
 
 def _logits_fn(model, eval_batch_size: int):
+  """``logits(stacked, x) -> (M, N, K)`` in chunks of one static size."""
   apply = jax.jit(lambda p, x: members_lib.apply_members(model, p, x)[0])
 
   def logits(stacked, x):
@@ -103,22 +113,41 @@ def _logits_fn(model, eval_batch_size: int):
   return logits
 
 
+def _padded(splits, eval_batch_size: int):
+  """Every split zero-padded to one length (a multiple of the chunk size),
+  with its mask: one compilation serves every split."""
+  n = max(len(y) for _, y in splits.values())
+  n = -(-n // eval_batch_size) * eval_batch_size
+  out = {}
+  for split, (x, y) in splits.items():
+    pad = n - len(y)
+    out[split] = (
+        jnp.asarray(np.concatenate([x, np.zeros((pad,) + x.shape[1:],
+                                                x.dtype)])),
+        jnp.asarray(np.concatenate([y, np.zeros(pad, y.dtype)])),
+        jnp.asarray(np.arange(n) < len(y)))
+  return out
+
+
 @jax.jit
-def _evaluate_members(member_logits, labels):
+def _evaluate_members(member_logits, labels, where):
   rows = jax.vmap(lambda z: metrics_lib.summarize(
-      jax.nn.log_softmax(z), labels))(member_logits)
+      jax.nn.log_softmax(z), labels, where=where))(member_logits)
   ensemble = metrics_lib.summarize(
-      metrics_lib.ensemble_log_probs(member_logits), labels)
-  return rows, ensemble, metrics_lib.member_diversity(member_logits)
+      metrics_lib.ensemble_log_probs(member_logits), labels, where=where)
+  return rows, ensemble, metrics_lib.member_diversity(member_logits,
+                                                      where=where)
 
 
 def _evaluate(logits_fn, stacked, singles, single_names, splits):
-  """``{split: {model: {metric: value}}}`` for members, ensemble, singles."""
+  """``{split: {model: {metric: value}}}`` for members, ensemble, singles.
+
+  ``splits``: ``{name: (x, y, mask)}`` from ``_padded``.
+  """
   out = {}
-  for split, (x, y) in splits.items():
-    y = jnp.asarray(y)
-    z = logits_fn(stacked, jnp.asarray(x))
-    rows, ensemble, div = jax.device_get(_evaluate_members(z, y))
+  for split, (x, y, where) in splits.items():
+    z = logits_fn(stacked, x)
+    rows, ensemble, div = jax.device_get(_evaluate_members(z, y, where))
     m = z.shape[0]
     table = {f"member {i}": {k: float(v[i]) for k, v in rows.items()}
              for i in range(m)}
@@ -126,8 +155,8 @@ def _evaluate(logits_fn, stacked, singles, single_names, splits):
     table["ensemble"] = {**{k: float(v) for k, v in ensemble.items()},
                          **{k: float(v) for k, v in div.items()}}
     if singles is not None:
-      zs = logits_fn(singles, jnp.asarray(x))
-      srows, _, _ = jax.device_get(_evaluate_members(zs, y))
+      zs = logits_fn(singles, x)
+      srows, _, _ = jax.device_get(_evaluate_members(zs, y, where))
       for i, name in enumerate(single_names):
         table[name] = {k: float(v[i]) for k, v in srows.items()}
     out[split] = table
@@ -138,12 +167,12 @@ def _pretrain(config, model, dummy, batches):
   """The shared pre-trained network: ERM for ``pretrain_steps`` (one member)."""
   key = jax.random.fold_in(jax.random.key(config.seed), 0)
   params = members_lib.init_members(model, key[None], dummy)
-  params, _ = _train(config, model, params, None, 0.0, batches,
+  params, _ = _train(_step_fn(config, model, None), params, batches,
                      config.pretrain_steps)
   return jax.tree_util.tree_map(lambda l: l[0], params)
 
 
-def run_one(config, model, dummy, batches, splits, init: str, name: str,
+def run_one(config, model, dummy, batches, splits, init: str, step_fn,
             pretrained, logits_fn) -> Dict[str, Any]:
   """Trains and evaluates one ensemble; returns its results and timing."""
   start, cpu = time.time(), _cpu_seconds()
@@ -152,10 +181,7 @@ def run_one(config, model, dummy, batches, splits, init: str, name: str,
   params = members_lib.init_members(model, keys, dummy)
   if init == "shared":
     params = members_lib.share_body(pretrained, params)
-  weight, penalty = regularizers.penalty_fn(
-      name, dict(config.diversity[name]))
-  params, last = _train(config, model, params, penalty, weight, batches,
-                        config.num_steps)
+  params, last = _train(step_fn, params, batches, config.num_steps)
   member_trees = members_lib.unstack(params)
   soup = diversity.balanced_average(member_trees)
   singles, names = [soup], ["uniform soup"]
@@ -166,7 +192,7 @@ def run_one(config, model, dummy, batches, splits, init: str, name: str,
     names += [f"WiSE-FT (alpha {config.wise_alpha})", "pre-trained"]
   stacked_singles = jax.tree_util.tree_map(lambda *l: jnp.stack(l), *singles)
   results = _evaluate(logits_fn, params, stacked_singles, names, splits)
-  return {"init": init, "regularizer": name, "results": results,
+  return {"init": init, "results": results,
           "final_train": last, "wall_s": time.time() - start,
           "cpu_s": _cpu_seconds() - cpu}
 
@@ -249,6 +275,7 @@ def run(config, workdir: str) -> List[Dict[str, Any]]:
   ds = trainer._load_dataset(config)  # pylint: disable=protected-access
   validation.validate_against_dataset(config, ds.domains)
   train, splits = _splits(config, ds)
+  splits = _padded(splits, config.eval_batch_size)
   batches = data.MultiDomainBatches(train, config.batch_size, config.seed)
   model = models.get_model(config.model, ds.num_classes)
   dummy = jnp.zeros((1,) + tuple(ds.input_shape), jnp.float32)
@@ -257,11 +284,14 @@ def run(config, workdir: str) -> List[Dict[str, Any]]:
   if "shared" in config.member_inits:
     pretrained = _pretrain(config, model, dummy, batches)
   logits_fn = _logits_fn(model, config.eval_batch_size)
-  runs = []
+  step_fns, runs = {}, []
   grid = [(i, n) for i in config.member_inits for n in config.regularizers]
   for k, (init, name) in enumerate(grid):
-    r = run_one(config, model, dummy, batches, splits, init, name, pretrained,
-                logits_fn)
+    if name not in step_fns:
+      step_fns[name] = _step_fn(config, model, name)
+    r = {"regularizer": name,
+         **run_one(config, model, dummy, batches, splits, init,
+                   step_fns[name], pretrained, logits_fn)}
     ens = r["results"]
     print(f"[{k + 1}/{len(grid)}] {init} init, {name}: ensemble accuracy "
           f"{_pair(ens, 'ensemble', 'accuracy', _pct)} (in-distribution / "

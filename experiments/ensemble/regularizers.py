@@ -1,4 +1,4 @@
-"""The diversity regularizers of the ensemble study, by name.
+r"""The diversity regularizers of the ensemble study, by name.
 
 Each row of ``REGULARIZERS`` holds the penalty (a callable on the step's
 ``Context``, to be *minimized*) and its hyperparameters with their defaults;

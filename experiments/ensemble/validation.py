@@ -56,10 +56,13 @@ def validate(config) -> None:
   _check_names(config, "member_inits", MEMBER_INITS)
   _check_names(config, "regularizers", regularizers.NAMES)
   for name in config.regularizers:
-    given = config.diversity.get(name)
-    if given is None:
+    if name not in config.diversity:
       _fail(f"diversity.{name}", "missing (hyperparameters of regularizer "
             f"{name!r})")
+  for name, given in config.diversity.items():
+    if name not in regularizers.REGULARIZERS:
+      _fail(f"diversity.{name}", f"unknown regularizer; valid choices: "
+            f"{list(regularizers.NAMES)}")
     row = regularizers.REGULARIZERS[name].hparams
     for key in given:
       if key not in row:

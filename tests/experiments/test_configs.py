@@ -9,6 +9,7 @@ import pytest
 
 from experiments import config_validation
 from experiments import trainer
+from experiments.ensemble import validation as ensemble_validation
 from experiments.lm import validation as lm_validation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -27,12 +28,14 @@ def test_config_documented_and_valid(name):
   module = importlib.import_module(f"configs.{name}")
   doc = module.__doc__
   assert f"python -m experiments.train --config configs/{name}.py" in doc
-  lm = module.get_config().get("task") == "lm"   # experiments/lm/
+  task = module.get_config().get("task", "dg")
+  lm = task == "lm"   # experiments/lm/
   assert "Expected runtime" in doc
   assert ("Expected result" if lm else "Expected accuracy") in doc
   assert "PLACEHOLDER" not in doc
-  validate = (lm_validation.validate if lm
-              else config_validation.validate_config)
+  validate = {"lm": lm_validation.validate,
+              "ensemble": ensemble_validation.validate}.get(
+                  task, config_validation.validate_config)
   for arg in (None, "smoke"):
     validate(module.get_config(arg))
   with pytest.raises(ValueError, match="unknown preset 'nope'"):
