@@ -15,6 +15,21 @@ Expected accuracy (ERM, seed 0, measured): 0: 71.2, 15: 87.1, 30: 87.1,
 45: 88.8, 60: 87.5, 75: 69.6, average 81.9 (the extreme angles hardest, as on
 RotatedMNIST).
 
+Sweep, the default grid of ``config.sweep`` (six algorithms, one seed, the
+default hyperparameters), two selection methods::
+
+  python -m experiments.sweep --config configs/digits.py \\
+      --config.selection=training_domain,test_domain
+
+Expected runtime: 7 min 45 s wall (163 s of CPU time) on 2 CPU cores shared
+with other jobs, so pessimistic.
+Expected accuracy (measured, seed 0, training-domain validation): averages
+ERM 81.9, SAM 81.7, IRM 77.8, V-REx 82.4, CORAL 81.8, Fishr 81.9 (its
+1,500-step warm-up, penalty weight 0, outlasts the 1,000 steps: it is ERM
+here); test-domain validation (oracle): 81.9 / 81.6 / 76.2 / 82.4 / 81.8 /
+81.9. Bigger grids: ``--config.sweep.n_hparams=20 --config.sweep.seeds=0,1,2``
+(DomainBed's 20 random trials x 3 seeds; hours on CPU).
+
 Presets: ``configs/digits.py:smoke`` (tests).
 """
 

@@ -1,27 +1,37 @@
 """The algorithm table: algorithm name -> (training rule, DG penalty).
 
-An algorithm is a training rule from :mod:`diversity_jax.transforms` (chained
-in front of the base optimizer, ``optax.chain(rule, optimizer)``) and/or a
-domain-generalization penalty from :mod:`diversity_jax.transforms` added to
-the loss inside ``loss_fn``. Names are resolved at config-validation time
-against each subpackage's ``__all__``, so a rule that does not exist fails with
-a message listing the valid choices, before anything is compiled.
+An algorithm is a training rule factory of :mod:`diversity_jax.transforms`
+(chained in front of the base optimizer, ``optax.chain(rule, optimizer)``)
+and/or a domain-generalization penalty adapter of
+:mod:`experiments.penalties` added to the loss inside ``loss_fn``. Rows hold
+the callables themselves.
 
-``hparams`` maps factory keyword -> key of ``config.hparams`` (DomainBed-style
-flat hyperparameters, overridable with ``--config.hparams.<key>=...``).
+Each algorithm's hyperparameters are the sub-dict ``config.hparams.<name>``
+(DomainBed-style, overridable with ``--config.hparams.<name>.<key>=...``),
+and each key is the keyword of the callable that takes it: a rule's
+``config.hparams.sam.rho`` is ``transforms.sam(rho=...)``. A penalty reads
+``weight`` and ``anneal_steps`` (the loss's warm-up, :data:`PENALTY_KEYS`);
+its other keys are the adapter's keywords (``config.hparams.fishr.ema`` is
+``penalties.fishr(..., ema=...)``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-import diversity_jax
+from diversity_jax import transforms
+from experiments import penalties
+
+# The loss's keys of a penalty's hparams (the rest go to the adapter).
+PENALTY_KEYS = ("weight", "anneal_steps")
+# What a run can give a rule factory that asks for it (``Algorithm.context``).
+CONTEXT_KEYS = ("num_examples", "num_classes", "steps_per_epoch", "head",
+                "learning_rate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,151 +39,101 @@ class Algorithm:
   """One row of the table.
 
   Attributes:
-    transform: factory name in ``diversity_jax.transforms`` or None (plain
-      optimizer).
-    hparams: factory keyword -> ``config.hparams`` key.
+    rule: a rule factory of :mod:`diversity_jax.transforms`, or None (plain
+      optimizer). Called as ``rule(**static, **context, **hparams)``.
     static: fixed factory keywords (e.g. ``method='hgp'``).
-    penalty: penalty function name in ``diversity_jax.transforms`` or None.
-    penalty_weight: ``config.hparams`` key of the penalty weight.
-    penalty_anneal: ``config.hparams`` key of the warm-up length: the weight
-      is ``warmup_weight`` before that step and ``penalty_weight`` from it on
-      (DomainBed ``algorithms.py``: IRM and VREx use 1 during warm-up, Fishr
-      0). As in DomainBed, the optimizer is re-created (its state reset to a
-      fresh ``init``) at that step when it is > 0, see
-      :func:`reset_optimizer_at` (``config.reset_optimizer_at_anneal``).
-    warmup_weight: penalty weight during the warm-up.
-    penalty_ema: ``config.hparams`` key of the EMA decay of a stateful
-      penalty (Fishr's per-domain gradient variances, DomainBed ``ema``), or
-      None for a stateless one.
+    context: factory keywords the run supplies (:data:`CONTEXT_KEYS`:
+      ``num_examples``, ``num_classes``, ``steps_per_epoch``, ``head='head'``,
+      ``learning_rate``).
+    penalty: an adapter of :mod:`experiments.penalties`
+      (``penalty(inputs, state, **kw) -> (scalar, state)``), or None.
+    penalty_init: ``(num_domains=, head_params=) -> state`` of a stateful
+      penalty (Fishr's EMA), or None for a stateless one.
+    warmup_weight: penalty weight before ``anneal_steps`` (DomainBed
+      ``algorithms.py``: IRM and VREx use 1 during warm-up, Fishr 0); from
+      that step on it is ``weight``. As in DomainBed, the optimizer is
+      re-created (its state reset to a fresh ``init``) at that step when it
+      is > 0, see :func:`reset_optimizer_at`
+      (``config.reset_optimizer_at_anneal``).
+    every_k: the rule is SAM-family, so ``config.every_k.k > 1`` may run it
+      every k steps (:func:`diversity_jax.transforms.every_k_steps`).
   """
-  transform: Optional[str] = None
-  hparams: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  rule: Optional[Callable[..., optax.GradientTransformation]] = None
   static: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-  penalty: Optional[str] = None
-  penalty_weight: Optional[str] = None
-  penalty_anneal: Optional[str] = None
+  context: Tuple[str, ...] = ()
+  penalty: Optional[Callable[..., Any]] = None
+  penalty_init: Optional[Callable[..., Any]] = None
   warmup_weight: float = 1.0
-  penalty_ema: Optional[str] = None
+  every_k: bool = False
 
 
 ALGORITHMS: Mapping[str, Algorithm] = {
     "erm": Algorithm(),
-    "sam": Algorithm(transform="sam", hparams={"rho": "sam_rho"}),
-    "udim": Algorithm(transform="udim",
-                      hparams={"rho": "udim_rho", "input_rho": "udim_input_rho",
-                               "inconsistency_weight": "udim_lambda"}),
-    "saf": Algorithm(transform="saf",
-                     hparams={"lam": "saf_lambda", "temperature": "saf_tau"}),
-    "mesa": Algorithm(transform="mesa",
-                      hparams={"lam": "mesa_lambda", "decay": "mesa_decay"}),
-    "gnp": Algorithm(transform="gradient_norm_penalty",
-                     hparams={"lam": "gnp_lambda"}),
-    "hgp": Algorithm(transform="hessian_alignment", static={"method": "hgp"},
-                     hparams={"hessian_weight": "hgp_hessian_weight",
-                              "grad_weight": "hgp_grad_weight"}),
-    "hutchinson": Algorithm(transform="hessian_alignment",
+    "sam": Algorithm(rule=transforms.sam, every_k=True),
+    # GSAM with the run's (constant) learning rate: rho_t = rho_max.
+    "gsam": Algorithm(rule=transforms.gsam, context=("learning_rate",),
+                      every_k=True),
+    "udim": Algorithm(rule=transforms.udim, context=("head",)),
+    "saf": Algorithm(rule=transforms.saf,
+                     context=("num_examples", "num_classes",
+                              "steps_per_epoch")),
+    "mesa": Algorithm(rule=transforms.mesa, context=("steps_per_epoch",)),
+    "gnp": Algorithm(rule=transforms.gradient_norm_penalty, every_k=True),
+    "hgp": Algorithm(rule=transforms.hessian_alignment,
+                     static={"method": "hgp"}, context=("head",)),
+    "hutchinson": Algorithm(rule=transforms.hessian_alignment,
                             static={"method": "hutchinson"},
-                            hparams={"hessian_weight":
-                                         "hutchinson_hessian_weight",
-                                     "grad_weight": "hgp_grad_weight",
-                                     "num_probes": "hutchinson_num_probes"}),
-    "irm": Algorithm(penalty="irm_penalty", penalty_weight="irm_lambda",
-                     penalty_anneal="irm_anneal_steps"),
-    "vrex": Algorithm(penalty="vrex_penalty", penalty_weight="vrex_lambda",
-                      penalty_anneal="vrex_anneal_steps"),
-    "coral": Algorithm(penalty="coral_penalty", penalty_weight="coral_gamma"),
+                            context=("head",)),
+    "irm": Algorithm(penalty=penalties.irm),
+    "vrex": Algorithm(penalty=penalties.vrex),
+    "coral": Algorithm(penalty=penalties.coral),
     # Fishr with DomainBed's EMA (0.95) of the per-domain variances.
-    "fishr": Algorithm(penalty="fishr_penalty", penalty_weight="fishr_lambda",
-                       penalty_anneal="fishr_anneal_steps",
-                       warmup_weight=0.0, penalty_ema="fishr_ema"),
+    "fishr": Algorithm(penalty=penalties.fishr,
+                       penalty_init=penalties.fishr_init, warmup_weight=0.0),
 }
 
 ALGORITHM_NAMES = tuple(ALGORITHMS)
 
-# Keywords the trainer can supply to a factory that asks for them.
-_CONTEXT_KWARGS = ("num_examples", "num_classes", "steps_per_epoch", "head")
+
+def hparams_of(config) -> dict:
+  """``config.hparams.<config.algorithm>`` as a plain dict ({} if absent)."""
+  sub = config.hparams.get(config.algorithm)
+  return dict(sub) if sub is not None else {}
 
 
-def _public(module, name: str, field: str, kind: str):
-  names = list(getattr(module, "__all__", ()))
-  if name not in names:
-    raise ValueError(
-        f"{field}: {kind} {name!r} is not in {module.__name__}.__all__; valid "
-        f"choices: {sorted(names) or '(none available yet)'}")
-  return getattr(module, name)
+def build_rule(algo: Algorithm, hparams: Mapping[str, Any],
+               context: Mapping[str, Any], every_k=None):
+  """The algorithm's rule (None for plain training), built once.
 
+  Args:
+    algo: the table row.
+    hparams: ``config.hparams.<name>``.
+    context: values for :data:`CONTEXT_KEYS` (only ``algo.context`` is read).
+    every_k: ``config.every_k`` (``k``, ``between``, ``alpha``): with
+      ``k > 1`` the rule runs every ``k`` steps.
 
-def get_algorithm(name: str) -> Algorithm:
-  if name not in ALGORITHMS:
-    raise ValueError(f"config.algorithm: unknown algorithm {name!r}; valid "
-                     f"choices: {list(ALGORITHM_NAMES)}")
-  return ALGORITHMS[name]
-
-
-def hparam_keys(name: str) -> tuple:
-  """The ``config.hparams`` keys that algorithm ``name`` reads."""
-  algo = get_algorithm(name)
-  return tuple(algo.hparams.values()) + tuple(
-      k for k in (algo.penalty_weight, algo.penalty_anneal, algo.penalty_ema)
-      if k)
-
-
-def hparam_users(key: str) -> list:
-  """The algorithms that read ``config.hparams.<key>`` (table order)."""
-  return [name for name in ALGORITHM_NAMES if key in hparam_keys(name)]
-
-
-def resolve_transform_factory(algo_name: str) -> Optional[Callable[..., Any]]:
-  """The rule factory of ``algo_name`` (None for plain ERM-style training)."""
-  algo = get_algorithm(algo_name)
-  if algo.transform is None:
-    return None
-  return _public(diversity_jax.transforms, algo.transform,
-                 f"config.algorithm={algo_name!r}", "training rule")
-
-
-def resolve_penalty(algo_name: str) -> Optional[Callable[..., Any]]:
-  algo = get_algorithm(algo_name)
-  if algo.penalty is None:
-    return None
-  return _public(diversity_jax.transforms, algo.penalty,
-                 f"config.algorithm={algo_name!r}", "penalty function")
-
-
-def transform_kwargs(algo_name: str, hparams: Mapping[str, Any],
-                     context: Mapping[str, Any]) -> dict:
-  """Keyword arguments for the rule factory of ``algo_name``.
-
-  ``context`` holds what only the trainer knows (``num_examples``,
-  ``head_params`` selector, ...); an entry is passed only if the factory's
-  signature accepts it.
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` or None.
   """
-  algo = get_algorithm(algo_name)
-  factory = resolve_transform_factory(algo_name)
-  kwargs = dict(algo.static)
-  for kw, key in algo.hparams.items():
-    kwargs[kw] = hparams[key]
-  if factory is not None:
-    params = inspect.signature(factory).parameters
-    has_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    for kw in _CONTEXT_KWARGS:
-      if kw in context and (kw in params or has_var_kw) and kw not in kwargs:
-        kwargs[kw] = context[kw]
-  return kwargs
+  if algo.rule is None:
+    return None
+  kwargs = {**algo.static, **{k: context[k] for k in algo.context},
+            **hparams}
+  rule = algo.rule(**kwargs)
+  if every_k is not None and every_k["k"] > 1:
+    rule = transforms.every_k_steps(rule, every_k["k"],
+                                    between=every_k["between"],
+                                    alpha=every_k["alpha"])
+  return rule
 
 
-def penalty_hparams(algo_name: str, hparams: Mapping[str, Any]):
-  """(weight, anneal_steps) of the algorithm's penalty (anneal 0: none)."""
-  algo = get_algorithm(algo_name)
-  weight = float(hparams[algo.penalty_weight]) if algo.penalty_weight else 0.0
-  anneal = int(hparams[algo.penalty_anneal]) if algo.penalty_anneal else 0
-  return weight, anneal
-
-
-def penalty_ema(algo_name: str, hparams: Mapping[str, Any]) -> Optional[float]:
-  """EMA decay of the algorithm's stateful penalty, or None (stateless)."""
-  algo = get_algorithm(algo_name)
-  return float(hparams[algo.penalty_ema]) if algo.penalty_ema else None
+def penalty_schedule(algo: Algorithm, hparams: Mapping[str, Any]):
+  """(weight, anneal_steps, adapter keywords) of the algorithm's penalty."""
+  if algo.penalty is None:
+    return 0.0, 0, {}
+  kwargs = {k: v for k, v in hparams.items() if k not in PENALTY_KEYS}
+  return (float(hparams["weight"]), int(hparams.get("anneal_steps", 0)),
+          kwargs)
 
 
 class ResetState(NamedTuple):

@@ -1,18 +1,21 @@
 """Adapters from the trainer's loss_fn to the DG penalty functions.
 
 The penalty functions themselves (IRM, V-REx, CORAL, Fishr) live in
-:mod:`diversity_jax.transforms` and are resolved by name (see
-``experiments.algorithms``); this module only feeds each one the quantities
-it needs from a stacked multi-domain batch: logits (E, B, K), labels (E, B),
-per-domain mean losses (E,), head-input features (E, B, F), and per-example
-gradients of the classifier head (Fishr; DomainBed computes them with BackPACK
-on the last linear layer, here with ``jax.vmap(jax.grad)`` over examples).
+:mod:`diversity_jax.transforms`; each adapter here (:func:`irm`, :func:`vrex`,
+:func:`coral`, :func:`fishr`, held by the rows of
+``experiments.algorithms.ALGORITHMS``) feeds one of them the quantities it
+needs from a stacked multi-domain batch, gathered in :class:`Inputs`: logits
+(E, B, K), labels (E, B), per-domain mean losses (E,), head-input features
+(E, B, F), and per-example gradients of the classifier head (Fishr; DomainBed
+computes them with BackPACK on the last linear layer, here with
+``jax.vmap(jax.grad)`` over examples). Every adapter is
+``penalty(inputs, state) -> (scalar, new_state)``.
 
 Fishr is stateful in DomainBed: each domain's gradient variance is smoothed
 by an exponential moving average across steps (``MovingAverage(ema=0.95,
 oneminusema_correction=True)``, ``domainbed/lib/misc.py``). The EMA is an
-explicit state here (:func:`init_state`, returned by :func:`compute`), which
-the trainer carries in its ``TrainState`` (checkpointed with it).
+explicit state here (:func:`fishr_init`, returned by :func:`fishr`), which
+the trainer carries in its ``TrainState.extra`` (checkpointed with it).
 
 References:
   Gulrajani & Lopez-Paz, "In Search of Lost Domain Generalization", ICLR 2021,
@@ -30,8 +33,25 @@ import jax.numpy as jnp
 
 import diversity_jax
 
-# Penalties that carry state across steps (an EMA needs a decay hparam).
-STATEFUL = ("fishr_penalty",)
+
+
+class Inputs(NamedTuple):
+  """What a penalty adapter may read from a stacked multi-domain batch.
+
+  Attributes:
+    logits: (E, B, K).
+    labels: (E, B) int.
+    domain_losses: (E,) per-domain mean losses.
+    features: (E, B, F) inputs of the classifier head.
+    head_params: the ``'head'`` Dense params (``kernel`` (F, K), ``bias``).
+    per_example_loss: ``(logits (N, K), labels (N,)) -> (N,)``.
+  """
+  logits: Any
+  labels: Any
+  domain_losses: Any
+  features: Any
+  head_params: Any
+  per_example_loss: Callable[..., Any]
 
 
 class FishrEMAState(NamedTuple):
@@ -85,17 +105,14 @@ def _head_size(head_params) -> int:
   return int(sum(jnp.size(head_params[k]) for k in ("kernel", "bias")))
 
 
-def init_state(name: str, *, num_domains: int, head_params):
-  """Initial state of penalty ``name``: ``()`` for a stateless one.
+def fishr_init(*, num_domains: int, head_params) -> FishrEMAState:
+  """Fishr's initial EMA state: zeros ``(num_domains, P)``.
 
-  Fishr: :class:`FishrEMAState` of zeros ``(num_domains, P)`` with ``P`` the
-  number of head parameters (kernel then bias, as flattened by
-  :func:`compute`).
+  ``P`` is the number of head parameters (kernel then bias, as flattened by
+  :func:`fishr`).
   """
-  if name == "fishr_penalty":
-    return FishrEMAState(
-        jnp.zeros((num_domains, _head_size(head_params)), jnp.float32))
-  return ()
+  return FishrEMAState(
+      jnp.zeros((num_domains, _head_size(head_params)), jnp.float32))
 
 
 def _head_per_example_grads(head_params, features, labels, per_example_loss):
@@ -116,67 +133,83 @@ def _head_per_example_grads(head_params, features, labels, per_example_loss):
   return jax.vmap(jax.vmap(one))(features, labels)
 
 
-def compute(name: str, fn: Callable[..., Any], *, logits, labels,
-            domain_losses, features, head_params, per_example_loss,
-            state=(), ema: Optional[float] = None) -> Tuple[jax.Array, Any]:
-  r"""Scalar penalty ``name`` (implemented by ``fn``) on a stacked batch.
+def irm(inputs: Inputs, state=()) -> Tuple[jax.Array, Any]:
+  """IRMv1 (Arjovsky et al. 2019, Eq. 5): per-domain penalties, averaged.
 
-  Fishr with an ``ema`` (DomainBed's default 0.95): the per-domain variances
-  ``v_e`` of the head's per-example gradients (Rame et al. 2022, Eq. 4) are
-  replaced by :func:`moving_average` of them before the distance (Eq. 5)::
+  Example:
+    >>> value, _ = irm(Inputs(jnp.zeros((2, 3, 4)), jnp.zeros((2, 3), int),
+    ...                       None, None, None, None))
+  """
+  t = diversity_jax.transforms
+  return jnp.mean(t.irm_penalty(inputs.logits, inputs.labels)), state
+
+
+def vrex(inputs: Inputs, state=()) -> Tuple[jax.Array, Any]:
+  """V-REx (Krueger et al. 2021, Eq. 6): variance of the domain risks.
+
+  Example:
+    >>> value, _ = vrex(Inputs(None, None, jnp.array([1., 2.]), None, None,
+    ...                        None))
+  """
+  return diversity_jax.transforms.vrex_penalty(inputs.domain_losses), state
+
+
+def coral(inputs: Inputs, state=()) -> Tuple[jax.Array, Any]:
+  """CORAL (Sun & Saenko 2016, Eq. 1) on the head-input features.
+
+  Example:
+    >>> value, _ = coral(Inputs(None, None, None, jnp.ones((2, 3, 4)), None,
+    ...                         None))
+  """
+  return diversity_jax.transforms.coral_penalty(inputs.features), state
+
+
+def fishr(inputs: Inputs, state=(), *,
+          ema: Optional[float] = None) -> Tuple[jax.Array, Any]:
+  r"""Fishr (Rame et al. 2022, Eqs. 4-5), with DomainBed's EMA.
+
+  With an ``ema`` (DomainBed's default 0.95) and a :class:`FishrEMAState`,
+  the per-domain variances ``v_e`` of the head's per-example gradients
+  (Eq. 4) are replaced by :func:`moving_average` of them before the distance
+  (Eq. 5)::
 
     m_e <- ema m_e + (1 - ema) v_e;  penalty = mean_e mean_p (m_e/(1-ema) - mean_e' m_e'/(1-ema))^2
 
-  With ``ema=None`` (or a state of ``()``) it is the stateless ``fn``.
+  With ``ema=None`` (or a state of ``()``) it is the stateless penalty.
 
   Args:
-    name: penalty name in ``diversity_jax.transforms`` (irm_penalty,
-      vrex_penalty, coral_penalty, fishr_penalty).
-    fn: the resolved function.
-    logits: (E, B, K); labels: (E, B); domain_losses: (E,); features:
-      (E, B, F) head inputs; head_params: the ``'head'`` Dense params;
-      per_example_loss: ``(logits (N, K), labels (N,)) -> (N,)``.
-    state: the penalty's state from :func:`init_state` (or the previous
-      call); ``()`` for a stateless penalty.
-    ema: the EMA decay in ``[0, 1)`` of a stateful penalty.
+    inputs: the batch's :class:`Inputs` (``features``, ``labels``,
+      ``head_params`` and ``per_example_loss`` are read).
+    state: :func:`fishr_init`'s state (or the previous call's), or ``()``.
+    ema: the EMA decay in ``[0, 1)``.
 
   Returns:
-    ``(penalty, new_state)``: the scalar penalty (IRM's per-domain values are
-    averaged, as DomainBed does) and the state for the next step (``state``
-    unchanged for stateless penalties).
+    ``(penalty, new_state)`` (``state`` unchanged when stateless).
 
   Example:
-    >>> value, state = compute('vrex_penalty',
-    ...                        diversity_jax.transforms.vrex_penalty,
-    ...                        logits=None, labels=None,
-    ...                        domain_losses=jnp.array([1., 2.]), features=None,
-    ...                        head_params=None, per_example_loss=None)
+    >>> import optax
+    >>> head = {'kernel': jnp.ones((4, 3)), 'bias': jnp.zeros(3)}
+    >>> value, state = fishr(
+    ...     Inputs(None, jnp.zeros((2, 5), int), None, jnp.ones((2, 5, 4)),
+    ...            head, optax.softmax_cross_entropy_with_integer_labels),
+    ...     fishr_init(num_domains=2, head_params=head), ema=0.95)
 
   References:
-    Arjovsky et al. 2019, Eq. 5; Krueger et al. 2021, Eq. 6; Sun & Saenko
-    2016, Eq. 1; Rame et al. 2022, Eqs. 4-5 and ``Fishr`` /
-    ``MovingAverage`` in DomainBed (``algorithms.py``, ``lib/misc.py``).
+    Rame et al. 2022, Eqs. 4-5; ``Fishr`` / ``MovingAverage`` in DomainBed
+    (``algorithms.py``, ``lib/misc.py``).
   """
-  if name == "irm_penalty":
-    return jnp.mean(fn(logits, labels)), state  # (E,) per-domain -> mean
-  if name == "vrex_penalty":
-    return fn(domain_losses), state
-  if name == "coral_penalty":
-    return fn(features), state
-  if name == "fishr_penalty":
-    stateful = ema is not None and isinstance(state, FishrEMAState)
-    want = (jnp.shape(features)[0], _head_size(head_params))
-    if stateful and tuple(state.ema.shape) != want:
-      raise ValueError(
-          f"penalties.compute: Fishr EMA state has shape {state.ema.shape} "
-          f"but the batch gives variances of shape {want} (domains, head "
-          "parameters)")
-    grads = _head_per_example_grads(head_params, features, labels,
-                                    per_example_loss)
-    if not stateful:
-      return fn(grads), state
-    t = diversity_jax.transforms
-    variances = t.fishr_variances(grads)                       # (E, P)
-    value, new = moving_average(state.ema, variances, ema)
-    return t.fishr_penalty_from_variances(value), FishrEMAState(new)
-  raise ValueError(f"no adapter for penalty {name!r}")
+  t = diversity_jax.transforms
+  stateful = ema is not None and isinstance(state, FishrEMAState)
+  want = (jnp.shape(inputs.features)[0], _head_size(inputs.head_params))
+  if stateful and tuple(state.ema.shape) != want:
+    raise ValueError(
+        f"penalties.fishr: Fishr EMA state has shape {state.ema.shape} "
+        f"but the batch gives variances of shape {want} (domains, head "
+        "parameters)")
+  grads = _head_per_example_grads(inputs.head_params, inputs.features,
+                                  inputs.labels, inputs.per_example_loss)
+  if not stateful:
+    return t.fishr_penalty(grads), state
+  variances = t.fishr_variances(grads)                       # (E, P)
+  value, new = moving_average(state.ema, variances, ema)
+  return t.fishr_penalty_from_variances(value), FishrEMAState(new)

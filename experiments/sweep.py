@@ -1,20 +1,28 @@
-r"""Compare algorithms and seeds with leave-one-domain-out.
+r"""Sweep a study's grid; prints one results table per selection method.
 
 Usage::
 
   python -m experiments.sweep --config configs/rotated_mnist.py \
-      --algorithms=erm,sam,irm,vrex,coral,fishr --seeds=0,1,2
+      --config.sweep.algorithms=erm,sam,irm,vrex,coral,fishr \
+      --config.sweep.seeds=0,1,2 --config.sweep.n_hparams=5 \
+      --config.selection=training_domain,test_domain
 
-Each (algorithm, seed) is a full LODO run in
-``<workdir>/<algorithm>/seed_<seed>`` (resumable); the table has one row per
-algorithm with ``mean ± std`` over seeds per held-out domain and the average,
-printed and written to ``<workdir>/sweep.md`` and ``sweep.csv``.
+The study is ``experiments/studies/<config.task>.py`` (its ``sweep``); its
+grid is ``config.sweep``. For domain generalization every (algorithm,
+hyperparameter trial, seed) is a full leave-one-domain-out run in
+``<workdir>/<algorithm>/trial_<t>/seed_<s>`` (resumable); trial 0 runs the
+config's hyperparameters, the others DomainBed's random search
+(``experiments/hparams_search.py``). Per selection method, the table has one
+row per algorithm: per held-out domain the test accuracy of the best trial,
+mean ± standard error over seeds, and the average; printed and written to
+``<workdir>/sweep.md`` / ``sweep.csv`` (first method) and
+``sweep_<method>.*``. ``--algorithms``, ``--seeds`` and ``--n_hparams`` are
+shorthands for the ``config.sweep`` fields.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Sequence
 
 from absl import app
 from absl import flags
@@ -28,54 +36,25 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Sweep directory (default ./runs/sweep_<config.name>).")
 _ALGORITHMS = flags.DEFINE_list(
-    "algorithms", ["erm", "sam", "udim", "saf", "hgp", "hutchinson", "irm",
-                   "vrex", "coral", "fishr"], "Algorithms to compare.")
-_SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds.")
+    "algorithms", None, "Algorithms to compare (config.sweep.algorithms).")
+_SEEDS = flags.DEFINE_list("seeds", None, "Seeds (config.sweep.seeds).")
+_N_HPARAMS = flags.DEFINE_integer(
+    "n_hparams", None, "Hyperparameter trials per algorithm and seed "
+    "(config.sweep.n_hparams).", lower_bound=1)
 
 
-def sweep(config, workdir: str, algorithm_names: Sequence[str],
-          seeds: Sequence[int]) -> Dict[str, List[List[dict]]]:
-  """Runs LODO for every (algorithm, seed); writes sweep.md / sweep.csv.
-
-  Every config is validated before the first run starts, so a bad algorithm
-  name fails immediately.
-
-  Args:
-    config: base config; ``algorithm`` and ``seed`` are overridden.
-    workdir: sweep directory (``<algorithm>/seed_<seed>`` per run).
-    algorithm_names: names from ``experiments.algorithms.ALGORITHM_NAMES``.
-    seeds: integer seeds.
-
-  Returns:
-    algorithm -> list (one per seed) of LODO results.
+def sweep(config, workdir: str):
+  """The study's sweep over ``config.sweep``; returns its tables.
 
   Example:
     >>> from configs import mock
-    >>> runs = sweep(mock.get_config('smoke'), '/tmp/sw', ['erm', 'sam'], [0, 1])
-
-  References:
-    Gulrajani & Lopez-Paz, "In Search of Lost Domain Generalization", ICLR
-    2021, Sec. 4 (leave-one-domain-out, training-domain validation) and
-    DomainBed's ``model_selection.IIDAccuracySelectionMethod``.
+    >>> tables = sweep(mock.get_config('smoke'), '/tmp/sw')
   """
-  from experiments import config_validation  # pylint: disable=g-import-not-at-top
-  from experiments import lodo  # pylint: disable=g-import-not-at-top
-  configs = {}
-  for name in algorithm_names:
-    for seed in seeds:
-      c = config.copy_and_resolve_references()
-      c.algorithm, c.seed = name, int(seed)
-      config_validation.validate_config(c)
-      configs[(name, seed)] = c
-  runs: Dict[str, List[List[dict]]] = {}
-  for (name, seed), c in configs.items():
-    runs.setdefault(name, []).append(
-        lodo.run(c, os.path.join(workdir, name, f"seed_{seed}")))
-  first = next(iter(runs.values()))[0]
-  domains = [r["test_domain"] or "iid" for r in first]
-  table = lodo.format_table(runs, domains)
-  lodo.write_table(table, workdir, "sweep")
-  return runs
+  from experiments import studies  # pylint: disable=g-import-not-at-top
+  study = studies.get(config.get("task", "dg"))
+  if not hasattr(study, "sweep"):
+    raise app.UsageError(f"config.task={config.task!r} has no sweep")
+  return study.sweep(config, workdir)
 
 
 def main(argv):
@@ -84,17 +63,20 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   config = cli.load_config(_CONFIG)
-  cli.check_hparam_overrides(_CONFIG, _ALGORITHMS.value)
-  try:
-    seeds = [int(s) for s in _SEEDS.value]
-  except ValueError:
-    raise app.UsageError(f"--seeds: integers expected, got "
-                         f"{','.join(_SEEDS.value)}") from None
+  if "sweep" in config:
+    if _ALGORITHMS.value is not None:
+      config.sweep.algorithms = ",".join(_ALGORITHMS.value)
+    if _SEEDS.value is not None:
+      config.sweep.seeds = ",".join(_SEEDS.value)
+    if _N_HPARAMS.value is not None:
+      config.sweep.n_hparams = _N_HPARAMS.value
+  from experiments import studies  # pylint: disable=g-import-not-at-top
+  from experiments import tables  # pylint: disable=g-import-not-at-top
+  study = studies.get(config.get("task", "dg"))
+  if hasattr(study, "sweep_algorithm_names"):
+    cli.check_hparam_overrides(_CONFIG, study.sweep_algorithm_names(config))
   workdir = _WORKDIR.value or os.path.join("runs", f"sweep_{config.name}")
-  sweep(config, workdir, _ALGORITHMS.value, seeds)
-  with open(os.path.join(workdir, "sweep.md")) as f:
-    print(f"\n{config.name}: test accuracy (%), training-domain validation\n"
-          f"{f.read()}")
+  tables.print_tables(sweep(config, workdir), workdir)
   return 0
 
 

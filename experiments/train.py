@@ -1,10 +1,14 @@
-r"""Train and evaluate with leave-one-domain-out; prints the results table.
+r"""Train and evaluate one study (``config.task``); prints its results tables.
+
+The study is ``experiments/studies/<config.task>.py`` (default ``'dg'``:
+leave-one-domain-out domain generalization); ``task = 'lm'`` is the language
+model of ``experiments/lm``.
 
 Usage::
 
   python -m experiments.train --config configs/rotated_mnist.py
   python -m experiments.train --config configs/mock.py:smoke \
-      --config.algorithm=sam --config.hparams.sam_rho=0.1 --workdir /tmp/run
+      --config.algorithm=sam --config.hparams.sam.rho=0.1 --workdir /tmp/run
   python -m experiments.train --config configs/colored_mnist.py --plot
 
 Multi-host (TPU pod slice / multi-GPU cluster): run the same command on every
@@ -32,6 +36,7 @@ command to resume).
 
 from __future__ import annotations
 
+import glob
 import os
 
 from absl import app
@@ -99,31 +104,27 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   config = cli.load_config(_CONFIG)
   task = config.get("task", "dg")
-  is_lm = task == "lm"
-  if task == "dg":
-    cli.check_hparam_overrides(_CONFIG, [config.algorithm])
+  study = None
+  if task != "lm":
+    from experiments import studies  # pylint: disable=g-import-not-at-top
+    study = studies.get(task)
+    if hasattr(study, "algorithm_names"):
+      cli.check_hparam_overrides(_CONFIG, study.algorithm_names(config))
   import jax  # pylint: disable=g-import-not-at-top
   _initialize_distributed(jax)
   workdir = _WORKDIR.value or os.path.join("runs", config.name)
-  if is_lm:  # language model: experiments/lm/
+  if study is None:  # language model: experiments/lm/
     from experiments.lm import program  # pylint: disable=g-import-not-at-top
     return program.main(config, workdir, plot=_PLOT.value)
-  if task == "ensemble":  # diverse ensembles: experiments/ensemble/
-    from experiments.ensemble import program  # pylint: disable=g-import-not-at-top
-    return program.main(config, workdir)
-  from experiments import lodo  # pylint: disable=g-import-not-at-top
   from experiments import metrics  # pylint: disable=g-import-not-at-top
+  from experiments import tables  # pylint: disable=g-import-not-at-top
   logging.info("config:\n%s", config)
-  results = lodo.run(config, workdir)
+  out_tables = study.run(config, workdir)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "results.md")) as f:
-      table = f.read()
-    print(f"\n{config.name}: {config.algorithm}, test accuracy (%) per held-out "
-          f"domain, training-domain validation selection\n{table}"
-          f"written to {os.path.join(workdir, 'results.md')} and results.csv")
+    tables.print_tables(out_tables, workdir)
     if _PLOT.value:
-      dirs = [os.path.join(workdir, f"test_{r['test_domain'] or 'iid'}")
-              for r in results]
+      dirs = sorted(os.path.dirname(p) for p in glob.glob(
+          os.path.join(workdir, "*", "metrics.jsonl")))
       path = metrics.plot_curves(dirs, os.path.join(workdir, "curves.png"))
       print(f"training curves: {path}")
   return 0

@@ -36,9 +36,9 @@ import numpy as np
 import optax
 
 from diversity_jax import diversity
-from experiments import config_validation
 from experiments import models
 from experiments import trainer
+from experiments.studies import dg_recipe
 from experiments.ensemble import members as members_lib
 from experiments.ensemble import metrics as metrics_lib
 from experiments.ensemble import regularizers
@@ -262,17 +262,21 @@ def _write(runs, workdir: str, summary: str) -> None:
                         f"{value:.6f}"])
 
 
-def run(config, workdir: str) -> List[Dict[str, Any]]:
+def run(config, workdir: str) -> Dict[str, Any]:
   """The whole grid of ``config``; writes results.md / results.csv.
+
+  Returns:
+    ``{'runs': one result per (member_init, regularizer), 'table': the
+    summary table}`` (``experiments.tables`` format, stem ``'results'``).
 
   Example:
     >>> from configs import ensemble
-    >>> runs = run(ensemble.get_config('smoke'), '/tmp/ens')
+    >>> out = run(ensemble.get_config('smoke'), '/tmp/ens')
   """
   from diversity_jax import data  # pylint: disable=g-import-not-at-top
   validation.validate(config)
   trainer.check_writable(workdir)
-  ds = trainer._load_dataset(config)  # pylint: disable=protected-access
+  ds = dg_recipe.load_dataset(config)
   validation.validate_against_dataset(config, ds.domains)
   train, splits = _splits(config, ds)
   splits = _padded(splits, config.eval_batch_size)
@@ -292,25 +296,22 @@ def run(config, workdir: str) -> List[Dict[str, Any]]:
     r = {"regularizer": name,
          **run_one(config, model, dummy, batches, splits, init,
                    step_fns[name], pretrained, logits_fn)}
-    ens = r["results"]
     print(f"[{k + 1}/{len(grid)}] {init} init, {name}: ensemble accuracy "
-          f"{_pair(ens, 'ensemble', 'accuracy', _pct)} (in-distribution / "
-          f"held-out), {r['wall_s']:.0f} s ({r['cpu_s']:.0f} s CPU)",
-          flush=True)
+          f"{_pair(r['results'], 'ensemble', 'accuracy', _pct)} "
+          f"(in-distribution / held-out), {r['wall_s']:.0f} s "
+          f"({r['cpu_s']:.0f} s CPU)", flush=True)
     runs.append(r)
   summary = summary_table(runs)
   _write(runs, workdir, summary)
-  total = (f"{time.time() - start:.0f} s wall, {_cpu_seconds() - cpu:.0f} s "
-           "CPU")
-  print(f"\n{config.name}: {config.num_members} members, {config.model}, "
-        f"trained on {', '.join(config.train_domains)}; cells are "
-        f"in-distribution / held-out domains "
-        f"({', '.join(config.test_domains)}); ECE and disagreement in %, "
-        f"15-bin ECE\n{summary}\n{total}; per-member tables in "
-        f"{os.path.join(workdir, 'results.md')} and results.csv")
-  return runs
-
-
-def main(config, workdir: str) -> int:
-  run(config, workdir)
-  return 0
+  title = (f"{config.name}: {config.num_members} members, {config.model}, "
+           f"trained on {', '.join(config.train_domains)}; cells are "
+           f"in-distribution / held-out domains "
+           f"({', '.join(config.test_domains)}); accuracy, 15-bin ECE and "
+           f"disagreement in %; {time.time() - start:.0f} s wall, "
+           f"{_cpu_seconds() - cpu:.0f} s CPU; per-member tables in "
+           "results.md")
+  rows = [line.strip("|").split(" | ") for line in summary.splitlines()]
+  table = {"title": title, "markdown": summary, "stem": "results",
+           "rows": [[c.strip() for c in row] for i, row in enumerate(rows)
+                    if i != 1]}
+  return {"runs": runs, "table": table}

@@ -14,9 +14,9 @@ from experiments import config_validation as cv
 from experiments import models
 from experiments.ensemble import regularizers
 
-_fail = cv._fail  # pylint: disable=protected-access
-_check_int = cv._check_int  # pylint: disable=protected-access
-_check_float = cv._check_float  # pylint: disable=protected-access
+_fail = cv.fail
+_check_int = cv.check_int
+_check_float = cv.check_float
 
 MEMBER_INITS = ("shared", "independent")
 OPTIMIZERS = ("adam", "sgd")

@@ -28,7 +28,7 @@ from jax.sharding import PartitionSpec as P
 
 from experiments import checkpointing
 from experiments import config_validation
-from experiments import lodo
+from experiments import tables
 from experiments import metrics as metrics_lib
 from experiments import trainer
 from experiments.lm import baseline
@@ -281,7 +281,7 @@ def train(config, workdir: str) -> Dict[str, Any]:
   final = meta["evals"][-1]
   table = results_table(config, ds, final)
   if primary:
-    lodo.write_table(table, workdir, "results")
+    tables.write_table(table, workdir, "results")
   result = {"val_ppl": final["val_ppl"], "val_loss": final["val_loss"],
             "unigram_ppl": table["unigram_ppl"],
             "oracle_unigram_ppl": table["oracle_unigram_ppl"],

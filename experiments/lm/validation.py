@@ -19,9 +19,9 @@ from experiments.models import transformer
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 DTYPES = ("float32", "bfloat16")
-_fail = cv._fail  # pylint: disable=protected-access
-_check_int = cv._check_int  # pylint: disable=protected-access
-_check_float = cv._check_float  # pylint: disable=protected-access
+_fail = cv.fail
+_check_int = cv.check_int
+_check_float = cv.check_float
 
 REQUIRED = ("task", "name", "dataset", "data_dir", "download", "text_key",
             "train_split", "validation_split", "max_chars",

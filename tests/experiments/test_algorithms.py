@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from experiments import algorithms
-from experiments import trainer
+from experiments.studies import dg_recipe
 
 
 class _NumpyAdam:
@@ -113,8 +113,10 @@ def test_trainer_resets_only_after_a_warmup(smoke_config):
     c.algorithm = algorithm
     c.reset_optimizer_at_anneal = reset
     if anneal is not None:
-      c.hparams[f"{algorithm}_anneal_steps"] = anneal
-    state = trainer._make_optimizer(c).init({"w": jnp.zeros(2)})
+      c.hparams[algorithm].anneal_steps = anneal
+    _, steps, _ = algorithms.penalty_schedule(
+        algorithms.ALGORITHMS[algorithm], algorithms.hparams_of(c))
+    state = dg_recipe.make_optimizer(c, steps).init({"w": jnp.zeros(2)})
     return isinstance(state, algorithms.ResetState)
 
   assert kind("irm", 5) and kind("vrex", 5) and kind("fishr", 5)

@@ -20,7 +20,7 @@ def test_train_command_prints_table_and_plots(tmp_path, mock_domains):
       [sys.executable, "-m", "experiments.train",
        "--config", os.path.join(ROOT, "configs", "mock.py") + ":smoke",
        f"--config.test_domains=('{mock_domains[-1]}',)",
-       "--config.hparams.sam_rho=0.1", "--config.algorithm=sam",
+       "--config.hparams.sam.rho=0.1", "--config.algorithm=sam",
        f"--workdir={tmp_path}", "--plot"],
       capture_output=True, text=True, cwd=ROOT, timeout=300,
       env={**os.environ, "JAX_PLATFORMS": "cpu"})
@@ -35,12 +35,14 @@ def test_train_command_prints_table_and_plots(tmp_path, mock_domains):
 def test_sweep_over_algorithms_and_seeds(smoke_config, tmp_path):
   c = smoke_config
   c.num_steps, c.eval_every, c.checkpoint_every = 2, 2, 2
-  runs = sweep.sweep(c, str(tmp_path), ["erm", "vrex"], [0, 1])
-  assert sorted(runs) == ["erm", "vrex"] and len(runs["erm"]) == 2
+  c.sweep.algorithms, c.sweep.seeds = "erm,vrex", "0,1"
+  (table,) = sweep.sweep(c, str(tmp_path))
+  assert sorted(table["accs"]) == ["erm", "vrex"]
+  assert len(table["accs"]["erm"][c.test_domains[0]]) == 2
   md = (tmp_path / "sweep.md").read_text().splitlines()
   assert md[2].startswith("| erm | ") and " ± " in md[2]
   assert md[3].startswith("| vrex | ") and md[3].endswith("| 2 |")
-  assert (tmp_path / "erm" / "seed_1" / "results.csv").exists()
+  assert (tmp_path / "erm" / "trial_0" / "seed_1" / "results.csv").exists()
 
 
 def test_train_command_unprepared_data_is_a_clean_error(tmp_path):
@@ -89,12 +91,12 @@ def _one_error_line(proc, code=2):
      "'learning_rate'?"),
     (["--config.hparams.foo=0.1"],
      "error: --config.hparams.foo: no such field; config.hparams has the "
-     "fields ['coral_gamma'"),
+     "fields ['coral', 'erm'"),
     # An hparam that the chosen algorithm does not read.
-    (["--config.hparams.sam_rho=0.5"],
-     "error: config.hparams.sam_rho: not used by algorithm 'erm'; it is used "
+    (["--config.hparams.sam.rho=0.5"],
+     "error: config.hparams.sam.rho: not used by algorithm 'erm'; it is used "
      "by ['sam']"),
-    (["--config.algorithm=nope", "--config.hparams.sam_rho=0.5"],
+    (["--config.algorithm=nope", "--config.hparams.sam.rho=0.5"],
      "error: config.algorithm: unknown algorithm 'nope'; valid choices"),
     (["--config", "configs/nope.py"],
      "error: --config=configs/nope.py: [Errno 2] No such file or directory"),
@@ -124,12 +126,12 @@ def test_sweep_refuses_an_hparam_no_swept_algorithm_uses(tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.sweep",
        "--config", os.path.join(ROOT, "configs", "mock.py") + ":smoke",
-       "--algorithms=erm,vrex", "--config.hparams.sam_rho=0.5",
+       "--algorithms=erm,vrex", "--config.hparams.sam.rho=0.5",
        f"--workdir={tmp_path}"],
       capture_output=True, text=True, cwd=ROOT, timeout=120,
       env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert _one_error_line(proc) == (
-      "error: config.hparams.sam_rho: not used by any of the algorithms "
+      "error: config.hparams.sam.rho: not used by any of the algorithms "
       "['erm', 'vrex']; it is used by ['sam']")
 
 

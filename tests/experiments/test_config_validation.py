@@ -8,7 +8,9 @@ import jax
 import pytest
 
 from experiments import config_validation
+from experiments import losses
 from experiments import trainer
+from experiments.studies import dg
 
 ConfigError = config_validation.ConfigError
 
@@ -51,7 +53,7 @@ def no_compile(monkeypatch):
 def test_bad_field(smoke_config, tmp_path, no_compile, field, value, match):
   smoke_config[field] = value
   with pytest.raises(ConfigError, match=match):
-    trainer.train_and_evaluate(smoke_config, str(tmp_path))
+    dg.run(smoke_config, str(tmp_path))
 
 
 @pytest.mark.parametrize("name", ["rotated_mnist_full", "colored_mnist_full"])
@@ -69,28 +71,82 @@ def test_full_mnist_without_download_fails_before_compile(smoke_config,
   smoke_config.data_dir = str(tmp_path / "tfds")
   with pytest.raises(FileNotFoundError, match=r"TFDS 'mnist'.*not prepared.*"
                      r"--config.download=True"):
-    trainer.train_and_evaluate(smoke_config, str(tmp_path / "work"))
+    dg.run(smoke_config, str(tmp_path / "work"))
 
 
 @pytest.mark.parametrize("algorithm,key,value,match", [
-    ("sam", "sam_rho", -0.1, r"config.hparams.sam_rho: must be > 0"),
-    ("irm", "irm_anneal_steps", -1, r"config.hparams.irm_anneal_steps: must "
+    ("sam", "rho", -0.1, r"config.hparams.sam.rho: must be > 0"),
+    ("irm", "anneal_steps", -1, r"config.hparams.irm.anneal_steps: must "
      r"be >= 0, got -1"),
-    ("fishr", "fishr_lambda", -1.0, r"config.hparams.fishr_lambda: must be "
+    ("fishr", "weight", -1.0, r"config.hparams.fishr.weight: must be "
      r">= 0"),
-    ("fishr", "fishr_ema", 1.0, r"config.hparams.fishr_ema: must be a number "
+    ("fishr", "ema", 1.0, r"config.hparams.fishr.ema: must be a number "
      r"in \[0, 1\), got 1.0"),
-    ("hutchinson", "hutchinson_num_probes", 0,
-     r"config.hparams.hutchinson_num_probes: must be >= 1"),
-    ("mesa", "mesa_decay", 2.0, r"config.hparams: algorithm 'mesa' builds "
+    ("hutchinson", "num_probes", 0,
+     r"config.hparams.hutchinson.num_probes: must be >= 1"),
+    ("mesa", "decay", 2.0, r"config.hparams.mesa: algorithm 'mesa' builds "
      r"diversity_jax.transforms.mesa.*decay"),
 ])
 def test_bad_hparam(smoke_config, tmp_path, no_compile, algorithm, key, value,
                     match):
   smoke_config.algorithm = algorithm
-  smoke_config.hparams[key] = value
+  smoke_config.hparams[algorithm][key] = value
   with pytest.raises(ConfigError, match=match):
-    trainer.train_and_evaluate(smoke_config, str(tmp_path))
+    dg.run(smoke_config, str(tmp_path))
+
+
+@pytest.mark.parametrize("path,value,match", [
+    ("every_k.k", 2, r"config.every_k.k: runs a SAM-family rule every k "
+     r"steps; algorithm 'erm' has none \(valid: \['sam', 'gsam', 'gnp'\]\)"),
+    ("every_k.k", 0, r"config.every_k.k: must be >= 1, got 0"),
+    ("every_k.between", "never", r"config.every_k.between: unknown value "
+     r"'never'; valid choices: \['looksam', 'gradient'\]"),
+    ("selection", "oracle", r"config.selection: must be one or more of "
+     r"\['training_domain', 'test_domain', 'leave_one_domain_out'\]"),
+    ("sweep.algorithms", "erm,nope", r"config.sweep.algorithms: unknown "
+     r"algorithms \['nope'\]"),
+    ("sweep.seeds", "0,x", r"config.sweep.seeds: integers separated by "
+     r"commas expected"),
+    ("hparams.sam.rhoo", 0.1, r"config.hparams.sam: algorithm 'sam' builds "
+     r"diversity_jax.transforms.sam.*rhoo"),
+    ("hparams.irm.scale", 0.1, r"config.hparams.irm: algorithm 'irm': "
+     r"penalty irm does not take \['scale'\]"),
+])
+def test_bad_nested_field(smoke_config, tmp_path, no_compile, path, value,
+                          match):
+  *parents, leaf = path.split(".")
+  node = smoke_config
+  for p in parents:
+    node = node[p]
+  if path == "every_k.k" and value == 2:
+    smoke_config.algorithm = "erm"
+  if path.startswith("hparams.sam"):
+    smoke_config.algorithm = "sam"
+  if path.startswith("hparams.irm"):
+    smoke_config.algorithm = "irm"
+  with node.unlocked():
+    node[leaf] = value
+  with pytest.raises(ConfigError, match=match):
+    dg.run(smoke_config, str(tmp_path))
+
+
+def test_leave_one_domain_out_needs_three_domains(smoke_config):
+  smoke_config.test_domains = ()
+  smoke_config.selection = "training_domain,leave_one_domain_out"
+  config_validation.validate_config(smoke_config)
+  config_validation.validate_domains(smoke_config, ["a", "b", "c"])
+  with pytest.raises(ConfigError, match=r"config.selection: "
+                     r"'leave_one_domain_out' holds out two domains per run "
+                     r"and needs at least 3; dataset 'mock' has 2"):
+    config_validation.validate_domains(smoke_config, ["a", "b"])
+
+
+def test_unknown_task_names_the_choices(smoke_config):
+  from experiments import studies
+  with pytest.raises(ConfigError, match=r"config.task: unknown task 'nope'; "
+                     r"valid choices: \['dg'.*'lm'\]"):
+    studies.get("nope")
+  assert studies.get("dg").run is dg.run
 
 
 @pytest.mark.parametrize("loss,args,match", [
@@ -106,7 +162,7 @@ def test_bad_hparam(smoke_config, tmp_path, no_compile, algorithm, key, value,
 def test_bad_loss(smoke_config, tmp_path, no_compile, loss, args, match):
   smoke_config.loss, smoke_config.loss_args = loss, args
   with pytest.raises(ConfigError, match=match):
-    trainer.train_and_evaluate(smoke_config, str(tmp_path))
+    dg.run(smoke_config, str(tmp_path))
 
 
 def test_scalar_loss_is_rejected(smoke_config, tmp_path, no_compile,
@@ -119,14 +175,14 @@ def test_scalar_loss_is_rejected(smoke_config, tmp_path, no_compile,
   smoke_config.loss = "fake_mean_loss"
   with pytest.raises(ConfigError, match=r"config.loss: loss 'fake_mean_loss' "
                      r"must return one value per example"):
-    trainer.train_and_evaluate(smoke_config, str(tmp_path))
+    dg.run(smoke_config, str(tmp_path))
 
 
 def test_loss_args_parsed_over_loss_kwargs(smoke_config):
   smoke_config.loss = "generalized_cross_entropy"
   smoke_config.loss_kwargs = {"q": 0.5}
   smoke_config.loss_args = "q=0.7"
-  assert config_validation.loss_kwargs(smoke_config) == {"q": 0.7}
+  assert losses.loss_kwargs(smoke_config) == {"q": 0.7}
   config_validation.validate_config(smoke_config)
 
 
@@ -144,12 +200,12 @@ def test_cli_reports_config_error_and_exit_code(tmp_path):
 
 
 def test_check_field_path_names_the_closest_field(smoke_config):
-  config_validation.check_field_path(smoke_config, "hparams.sam_rho")
+  config_validation.check_field_path(smoke_config, "hparams.sam.rho")
   with pytest.raises(ConfigError, match=r"^config.learning_rat: no such field; "
                      r"did you mean 'learning_rate'\?$"):
     config_validation.check_field_path(smoke_config, "learning_rat")
   with pytest.raises(ConfigError, match=r"^config.hparams.zzz: no such field; "
-                     r"config.hparams has the fields \['coral_gamma'"):
+                     r"config.hparams has the fields \['coral', 'erm'"):
     config_validation.check_field_path(smoke_config, "hparams.zzz")
   with pytest.raises(ConfigError, match=r"^config.seed.x: no such field; "
                      r"config.seed has no fields$"):
@@ -157,10 +213,10 @@ def test_check_field_path_names_the_closest_field(smoke_config):
 
 
 @pytest.mark.parametrize("keys,algorithms,match", [
-    (["sam_rho"], ["erm"], r"^config.hparams.sam_rho: not used by algorithm "
+    (["sam.rho"], ["erm"], r"^config.hparams.sam.rho: not used by algorithm "
      r"'erm'; it is used by \['sam'\]$"),
-    (["hgp_grad_weight", "irm_lambda"], ["hutchinson", "vrex"],
-     r"^config.hparams.irm_lambda: not used by any of the algorithms "
+    (["hutchinson.grad_weight", "irm.weight"], ["hutchinson", "vrex"],
+     r"^config.hparams.irm.weight: not used by any of the algorithms "
      r"\['hutchinson', 'vrex'\]; it is used by \['irm'\]$"),
 ])
 def test_check_hparams_used(keys, algorithms, match):
@@ -169,7 +225,8 @@ def test_check_hparams_used(keys, algorithms, match):
 
 
 def test_hparams_read_by_the_algorithm_are_accepted():
-  config_validation.check_hparams_used(["hgp_grad_weight"], ["hutchinson"])
-  config_validation.check_hparams_used(["fishr_ema", "fishr_lambda",
-                                        "fishr_anneal_steps"], ["fishr"])
+  config_validation.check_hparams_used(["hutchinson.grad_weight"],
+                                       ["hutchinson"])
+  config_validation.check_hparams_used(["fishr.ema", "fishr.weight",
+                                        "fishr.anneal_steps"], ["fishr"])
   config_validation.check_hparams_used([], ["erm"])

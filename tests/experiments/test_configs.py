@@ -7,9 +7,8 @@ import os
 
 import pytest
 
-from experiments import config_validation
-from experiments import trainer
-from experiments.ensemble import validation as ensemble_validation
+from experiments import studies
+from experiments.studies import dg
 from experiments.lm import validation as lm_validation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -28,14 +27,12 @@ def test_config_documented_and_valid(name):
   module = importlib.import_module(f"configs.{name}")
   doc = module.__doc__
   assert f"python -m experiments.train --config configs/{name}.py" in doc
-  task = module.get_config().get("task", "dg")
-  lm = task == "lm"   # experiments/lm/
+  lm = module.get_config().get("task") == "lm"   # experiments/lm/
   assert "Expected runtime" in doc
   assert ("Expected result" if lm else "Expected accuracy") in doc
   assert "PLACEHOLDER" not in doc
-  validate = {"lm": lm_validation.validate,
-              "ensemble": ensemble_validation.validate}.get(
-                  task, config_validation.validate_config)
+  validate = (lm_validation.validate if lm
+              else studies.get(module.get_config().get("task", "dg")).validate)
   for arg in (None, "smoke"):
     validate(module.get_config(arg))
   with pytest.raises(ValueError, match="unknown preset 'nope'"):
@@ -52,6 +49,6 @@ def test_smoke_training_on_offline_builders(name, tmp_path):
   ds = data.load(c.dataset, data_dir=c.data_dir)
   c.test_domains = (ds.domains[-1],)
   c.num_steps, c.eval_every, c.checkpoint_every = 2, 2, 2
-  result = trainer.train_one(c, str(tmp_path / "run"), ds.domains[-1],
+  result = dg.train_one(c, str(tmp_path / "run"), ds.domains[-1],
                              dataset=ds)
   assert result["compiles"] == 1 and 0 <= result["test_acc"] <= 1

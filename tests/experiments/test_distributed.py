@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from experiments import lodo
+from experiments.studies import dg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -86,7 +86,7 @@ def test_two_processes_train_the_same_model_as_one(tmp_path, smoke_config):
   c = smoke_config
   c.num_steps, c.eval_every, c.checkpoint_every, c.log_every = 4, 2, 4, 1
   c.num_devices = 2
-  lodo.run(c, str(tmp_path / "one"))
+  dg.run(c, str(tmp_path / "one"))
   out_two = [_finish(p) for p in two]
   # Process 0 alone prints the table (and writes the files).
   assert "| erm |" in out_two[0]

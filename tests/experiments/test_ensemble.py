@@ -206,7 +206,8 @@ def test_smoke_preset_end_to_end(tmp_path):
   c = ensemble_config.get_config("smoke")
   c.data_dir = str(tmp_path / "tensorflow_datasets")
   data.load(c.dataset, data_dir=c.data_dir)
-  runs = program.run(c, str(tmp_path / "run"))
+  out = program.run(c, str(tmp_path / "run"))
+  runs = out["runs"]
   assert len(runs) == len(c.member_inits) * len(c.regularizers)
   for r in runs:
     res = r["results"]
@@ -219,3 +220,6 @@ def test_smoke_preset_end_to_end(tmp_path):
       assert all(np.isfinite(v) for v in row.values())
   text = (tmp_path / "run" / "results.md").read_text()
   assert text.startswith("| init | regularizer | ens. acc")
+  assert out["table"]["stem"] == "results"
+  assert out["table"]["rows"][0][:3] == ["init", "regularizer", "ens. acc"]
+  assert len(out["table"]["rows"]) == 1 + len(runs)

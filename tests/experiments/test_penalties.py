@@ -68,22 +68,19 @@ class _DomainBedFishrNumpy:
 
 
 def test_fishr_ema_matches_domainbed_over_three_steps():
-  import diversity_jax
   rng = np.random.RandomState(1)
   e, b, f, k, ema = 3, 5, 4, 3, 0.95
   head = {"kernel": rng.randn(f, k).astype(np.float32),
           "bias": rng.randn(k).astype(np.float32)}
-  fn = diversity_jax.transforms.fishr_penalty
 
   @jax.jit
   def step(state, feats, labels):
-    return penalties.compute(
-        "fishr_penalty", fn, logits=None, labels=labels, domain_losses=None,
-        features=feats, head_params=head, state=state, ema=ema,
-        per_example_loss=optax.softmax_cross_entropy_with_integer_labels)
+    return penalties.fishr(
+        penalties.Inputs(None, labels, None, feats, head,
+                         optax.softmax_cross_entropy_with_integer_labels),
+        state, ema=ema)
 
-  state = penalties.init_state("fishr_penalty", num_domains=e,
-                               head_params=head)
+  state = penalties.fishr_init(num_domains=e, head_params=head)
   assert state.ema.shape == (e, f * k + k)
   ref = _DomainBedFishrNumpy(e, ema)
   got_values, want_values = [], []
@@ -125,15 +122,11 @@ def test_moving_average_gradient_is_one_and_state_detached():
 
 
 def test_fishr_ema_state_shape_mismatch_is_clear():
-  import diversity_jax
   head = {"kernel": np.zeros((4, 3), np.float32), "bias": np.zeros(3, np.float32)}
-  state = penalties.init_state("fishr_penalty", num_domains=2, head_params=head)
+  state = penalties.fishr_init(num_domains=2, head_params=head)
   with pytest.raises(ValueError, match=r"Fishr EMA state has shape \(2, 15\)"):
-    penalties.compute(
-        "fishr_penalty", diversity_jax.transforms.fishr_penalty, logits=None,
-        labels=np.zeros((3, 2), np.int32), domain_losses=None,
-        features=np.zeros((3, 2, 4), np.float32), head_params=head,
-        per_example_loss=optax.softmax_cross_entropy_with_integer_labels,
-        state=state, ema=0.95)
-  assert penalties.init_state("irm_penalty", num_domains=2,
-                              head_params=head) == ()
+    penalties.fishr(
+        penalties.Inputs(None, np.zeros((3, 2), np.int32), None,
+                         np.zeros((3, 2, 4), np.float32), head,
+                         optax.softmax_cross_entropy_with_integer_labels),
+        state, ema=0.95)
