@@ -49,6 +49,8 @@ def get_config(arg=None):
   c.wise_alpha = 0.5         # WiSE-FT: (1 - a) pre-trained + a soup
   c.eval_batch_size = 1024
   c.seed = 0
+  # python -m experiments.sweep: the grid once per seed.
+  c.sweep = ml_collections.ConfigDict({"seeds": "0,1,2"})
   if arg == "smoke":
     c.model = "mlp_tiny"
     c.num_members = 2
@@ -57,6 +59,7 @@ def get_config(arg=None):
     c.pretrain_steps, c.num_steps = 2, 3
     c.batch_size, c.eval_batch_size = 4, 256
     c.diversity.dverge.num_steps = 1
+    c.sweep.seeds = "0,1"
   elif arg:
     raise ValueError(f"configs/ensemble.py: unknown preset {arg!r}; "
                      "valid: 'smoke'")

@@ -223,3 +223,23 @@ def test_smoke_preset_end_to_end(tmp_path):
   assert out["table"]["stem"] == "results"
   assert out["table"]["rows"][0][:3] == ["init", "regularizer", "ens. acc"]
   assert len(out["table"]["rows"]) == 1 + len(runs)
+
+
+def test_sweep_over_seeds(tmp_path, monkeypatch):
+  from experiments.studies import ensemble as study
+  c = ensemble_config.get_config("smoke")
+  c.member_inits = ("independent",)
+  seen = []
+
+  def fake_run(config, workdir):
+    seen.append(config.seed)
+    acc = {"accuracy": 0.5 + 0.1 * config.seed}
+    table = {m: acc for m in ("ensemble", "members (mean)", "uniform soup")}
+    return {"runs": [{"init": "independent", "regularizer": "ambiguity",
+                      "results": {"id": table, "ood": table}}]}
+
+  monkeypatch.setattr(study.program, "run", fake_run)
+  (table,) = study.sweep(c, str(tmp_path))
+  assert seen == [0, 1]
+  assert table["rows"][1][:2] == ["independent ambiguity", "55.0 ± 3.5"]
+  assert (tmp_path / "sweep.md").exists()
