@@ -144,6 +144,13 @@ def get_config(arg=None):
   c.wise_alpha = 0.5         # WiSE-FT: (1 - a) pre-trained + a soup
   c.eval_batch_size = 1024
   c.seed = 0
+  # experiments.trainer: every run checkpoints and resumes (rerun the command).
+  c.eval_every = 1000        # evaluation at the end of each run
+  c.log_every = 100          # metrics.jsonl / TensorBoard
+  c.checkpoint_every = 1000
+  c.keep_checkpoints = 1
+  c.num_devices = 0          # 0 -> all devices (data parallel)
+  c.progress_bar = False
   # python -m experiments.sweep: the grid once per seed.
   c.sweep = ml_collections.ConfigDict({"seeds": "0,1,2"})
   if arg == "smoke":
@@ -153,6 +160,7 @@ def get_config(arg=None):
     c.regularizers = ("ambiguity",)
     c.pretrain_steps, c.num_steps = 2, 3
     c.batch_size, c.eval_batch_size = 4, 256
+    c.eval_every = c.checkpoint_every = c.log_every = 3
     c.diversity.dverge.num_steps = 1
     c.sweep.seeds = "0,1"
   elif arg:

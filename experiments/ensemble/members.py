@@ -9,7 +9,7 @@ running it on the stacked tree equals running it per member.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, NamedTuple
+from typing import Any, Callable, List, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -58,19 +58,25 @@ def apply_members(model, stacked: Any, x: jax.Array):
                                         return_features=True))(stacked)
 
 
-def make_train_step(model, tx: optax.GradientTransformation,
-                    regularizer: Callable, weight: float):
-  """One step of all members: ``step(state, batch) -> (state, metrics)``.
+def make_loss_fn(model, regularizer: Optional[Callable], weight: float):
+  """``loss_fn(params, batch, step, init_params) -> (loss, aux)`` of all members.
 
-  ``batch['x']`` is ``(E, B, ...)`` and ``batch['y']`` ``(E, B)`` (one
-  batch per training domain, shared by every member); the objective is
-  ``sum_m CE_m + M * weight * regularizer(ctx)``.
+  ``batch['x']`` is ``(E, B, ...)`` and ``batch['y']`` ``(E, B)`` (one batch
+  per training domain, shared by every member); the objective is
+  ``sum_m CE_m + M * weight * regularizer(ctx)``. ``aux['metrics']``: the
+  members' mean cross-entropy, the penalty and the ensemble's accuracy
+  (``experiments.recipe.Recipe.loss_fn``, with the members' initial params
+  as the extra state).
   """
   apply_fn = lambda p, x: model.apply({"params": p}, x)
   feature_fn = lambda p, x: model.apply({"params": p}, x,
                                         return_features=True)[1]
 
-  def loss_fn(params, init_params, x, y):
+  def loss_fn(params, batch, step, init_params):
+    del step
+    x, y = batch["x"], batch["y"]
+    x = jnp.reshape(x, (-1,) + x.shape[y.ndim:])
+    y = jnp.reshape(y, (-1,))
     logits, features = apply_members(model, params, x)
     ce = optax.softmax_cross_entropy_with_integer_labels(
         logits, jnp.broadcast_to(y, logits.shape[:2]))      # (M, N)
@@ -83,21 +89,30 @@ def make_train_step(model, tx: optax.GradientTransformation,
     else:
       penalty = jnp.zeros((), jnp.float32)
     loss = jnp.sum(member_ce) + m * weight * penalty
-    return loss, (logits, member_ce, penalty)
+    ens = jnp.argmax(jax.nn.logsumexp(jax.nn.log_softmax(logits), axis=0), -1)
+    metrics = {"member_ce": jnp.mean(member_ce), "penalty": penalty,
+               "accuracy": jnp.mean(ens == y)}
+    return loss, {"metrics": metrics}
+
+  return loss_fn
+
+
+def make_train_step(model, tx: optax.GradientTransformation,
+                    regularizer: Optional[Callable], weight: float):
+  """One step of all members: ``step(state, batch) -> (state, metrics)``.
+
+  The same objective as :func:`make_loss_fn` (``experiments.trainer`` runs
+  that one through a recipe, with checkpoints).
+  """
+  loss_fn = make_loss_fn(model, regularizer, weight)
 
   def step(state: EnsembleState, batch):
-    x, y = batch["x"], batch["y"]
-    x = jnp.reshape(x, (-1,) + x.shape[2:])
-    y = jnp.reshape(y, (-1,))
-    (loss, (logits, member_ce, penalty)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params, state.init_params, x, y)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, batch, state.step, state.init_params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ens = jnp.argmax(jax.nn.logsumexp(jax.nn.log_softmax(logits), axis=0), -1)
-    out = {"loss": loss, "member_ce": jnp.mean(member_ce),
-           "penalty": penalty, "accuracy": jnp.mean(ens == y)}
     return EnsembleState(state.step + 1, params, opt_state,
-                         state.init_params), out
+                         state.init_params), {"loss": loss, **aux["metrics"]}
 
   return step
 

@@ -28,7 +28,7 @@ import csv
 import os
 import resource
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,7 @@ import numpy as np
 import optax
 
 from diversity_jax import diversity
+from experiments import checkpointing
 from experiments import models
 from experiments import trainer
 from experiments.studies import dg_recipe
@@ -43,6 +44,7 @@ from experiments.ensemble import members as members_lib
 from experiments.ensemble import metrics as metrics_lib
 from experiments.ensemble import regularizers
 from experiments.ensemble import validation
+from experiments.recipe import Recipe
 
 
 def _cpu_seconds() -> float:
@@ -78,28 +80,46 @@ def _splits(config, ds):
   return train, out
 
 
-def _step_fn(config, model, name: str):
-  """The jitted step of regularizer ``name`` (None: plain cross-entropy)."""
+def _recipe(config, model, params, name: Optional[str], batches, evaluate
+            ) -> Recipe:
+  """The run of stacked ``params`` with regularizer ``name`` (None: CE only).
+
+  The extra state is the members' initial params (read by
+  ``orthogonal_updates``); the reported step is the last one.
+  """
   weight, penalty = 0.0, None
   if name is not None:
     weight, penalty = regularizers.penalty_fn(
         name, dict(config.diversity[name]))
-  tx = _optimizer(config)
-  return tx, jax.jit(members_lib.make_train_step(model, tx, penalty, weight))
+  return Recipe(
+      init=lambda key: (params, params),
+      loss_fn=members_lib.make_loss_fn(model, penalty, weight),
+      tx=optax.with_extra_args_support(_optimizer(config)),
+      batches=batches.batch, evaluate=evaluate,
+      report=lambda best, last: {"evaluation": last}, select=None,
+      name=f"ensemble {name or 'pre-training'}",
+      describe=f"regularizer {name or 'none'!r}",
+      hint="Lower config.learning_rate or the regularizer's weight "
+           "(config.diversity.<name>.weight).")
 
 
-def _train(step_fn, params, batches, num_steps):
-  tx, step = step_fn
-  state = members_lib.init_state(params, tx)
-  last = {}
-  for i in range(num_steps):
-    state, last = step(state, batches.batch(i))
-  last = {k: float(v) for k, v in jax.device_get(last).items()}
-  if last and not np.isfinite(last["loss"]):
-    raise trainer.NonFiniteLossError(
-        f"the ensemble's training loss is {last['loss']} after {num_steps} "
-        "steps; lower config.learning_rate or the regularizer's weight")
-  return state.params, last
+def _train(recipe: Recipe, config, workdir: str, mesh):
+  """``trainer.train_one`` of ``recipe``; returns the final stacked params.
+
+  Read back from the run's last checkpoint, so a finished run that is
+  resumed (nothing left to train) gives the same params.
+  """
+  trainer.train_one(recipe, config, workdir, mesh)
+  params, extra = recipe.init(None)
+  template = trainer.TrainState(jnp.zeros((), jnp.int32), params,
+                                recipe.tx.init(params), extra)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                    config.keep_checkpoints)
+  try:
+    _, state, _ = ckpt.restore_latest(template)
+  finally:
+    ckpt.close()
+  return state.params
 
 
 def _logits_fn(model, eval_batch_size: int):
@@ -163,37 +183,62 @@ def _evaluate(logits_fn, stacked, singles, single_names, splits):
   return out
 
 
-def _pretrain(config, model, dummy, batches):
+def _pretrain(config, model, dummy, batches, workdir: str, mesh):
   """The shared pre-trained network: ERM for ``pretrain_steps`` (one member)."""
   key = jax.random.fold_in(jax.random.key(config.seed), 0)
   params = members_lib.init_members(model, key[None], dummy)
-  params, _ = _train(_step_fn(config, model, None), params, batches,
-                     config.pretrain_steps)
+  c = config.copy_and_resolve_references()
+  c.num_steps = config.pretrain_steps
+  c.eval_every = c.checkpoint_every = config.pretrain_steps
+  recipe = _recipe(c, model, params, None, batches, lambda p: {})
+  params = _train(recipe, c, os.path.join(workdir, "pretrain"), mesh)
   return jax.tree_util.tree_map(lambda l: l[0], params)
 
 
-def run_one(config, model, dummy, batches, splits, init: str, step_fn,
-            pretrained, logits_fn) -> Dict[str, Any]:
-  """Trains and evaluates one ensemble; returns its results and timing."""
+def _flat(results):
+  """``{'split/model/metric': value}`` (spaces as ``_``: metric names)."""
+  return {f"{split}/{model}/{metric}".replace(" ", "_"): value
+          for split, table in results.items()
+          for model, row in table.items() for metric, value in row.items()}
+
+
+def _nested(flat):
+  out = {}
+  for key, value in flat.items():
+    split, model, metric = key.replace("_", " ").split("/")
+    out.setdefault(split, {}).setdefault(model, {})[metric] = value
+  return out
+
+
+def run_one(config, model, dummy, batches, splits, init: str, name: str,
+            pretrained, logits_fn, workdir: str, mesh) -> Dict[str, Any]:
+  """Trains and evaluates one ensemble in ``workdir``; results and timing."""
   start, cpu = time.time(), _cpu_seconds()
   keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 1),
                           config.num_members)
   params = members_lib.init_members(model, keys, dummy)
   if init == "shared":
     params = members_lib.share_body(pretrained, params)
-  params, last = _train(step_fn, params, batches, config.num_steps)
-  member_trees = members_lib.unstack(params)
-  soup = diversity.balanced_average(member_trees)
-  singles, names = [soup], ["uniform soup"]
-  if init == "shared":
-    singles += [diversity.interpolate_params(pretrained, soup,
-                                             alpha=config.wise_alpha),
-                pretrained]
-    names += [f"WiSE-FT (alpha {config.wise_alpha})", "pre-trained"]
-  stacked_singles = jax.tree_util.tree_map(lambda *l: jnp.stack(l), *singles)
-  results = _evaluate(logits_fn, params, stacked_singles, names, splits)
-  return {"init": init, "results": results,
-          "final_train": last, "wall_s": time.time() - start,
+
+  def evaluate(stacked):
+    soup = diversity.balanced_average(members_lib.unstack(stacked))
+    singles, names = [soup], ["uniform soup"]
+    if init == "shared":
+      singles += [diversity.interpolate_params(pretrained, soup,
+                                               alpha=config.wise_alpha),
+                  pretrained]
+      names += [f"WiSE-FT (alpha {config.wise_alpha})", "pre-trained"]
+    stacked_singles = jax.tree_util.tree_map(lambda *l: jnp.stack(l),
+                                             *singles)
+    return _flat(_evaluate(logits_fn, stacked, stacked_singles, names,
+                           splits))
+
+  recipe = _recipe(config, model, params, name, batches, evaluate)
+  result = trainer.train_one(recipe, config, workdir, mesh)
+  last = result["evaluation"]
+  return {"init": init, "regularizer": name,
+          "results": _nested({k: v for k, v in last.items() if k != "step"}),
+          "final_loss": result["final_loss"], "wall_s": time.time() - start,
           "cpu_s": _cpu_seconds() - cpu}
 
 
@@ -283,23 +328,22 @@ def run(config, workdir: str) -> Dict[str, Any]:
   batches = data.MultiDomainBatches(train, config.batch_size, config.seed)
   model = models.get_model(config.model, ds.num_classes)
   dummy = jnp.zeros((1,) + tuple(ds.input_shape), jnp.float32)
+  mesh = trainer.make_mesh(config)
   start, cpu = time.time(), _cpu_seconds()
   pretrained = None
   if "shared" in config.member_inits:
-    pretrained = _pretrain(config, model, dummy, batches)
+    pretrained = _pretrain(config, model, dummy, batches, workdir, mesh)
   logits_fn = _logits_fn(model, config.eval_batch_size)
-  step_fns, runs = {}, []
+  runs = []
   grid = [(i, n) for i in config.member_inits for n in config.regularizers]
   for k, (init, name) in enumerate(grid):
-    if name not in step_fns:
-      step_fns[name] = _step_fn(config, model, name)
-    r = {"regularizer": name,
-         **run_one(config, model, dummy, batches, splits, init,
-                   step_fns[name], pretrained, logits_fn)}
+    sub = os.path.join(workdir, f"{init}_{name}")
+    r = run_one(config, model, dummy, batches, splits, init, name,
+                pretrained, logits_fn, sub, mesh)
     print(f"[{k + 1}/{len(grid)}] {init} init, {name}: ensemble accuracy "
           f"{_pair(r['results'], 'ensemble', 'accuracy', _pct)} "
           f"(in-distribution / held-out), {r['wall_s']:.0f} s "
-          f"({r['cpu_s']:.0f} s CPU)", flush=True)
+          f"({r['cpu_s']:.0f} s CPU) -> {sub}", flush=True)
     runs.append(r)
   summary = summary_table(runs)
   _write(runs, workdir, summary)

@@ -34,10 +34,9 @@ def _check_names(config, field: str, choices: Sequence[str]) -> None:
 
 def validate(config) -> None:
   """Raises ConfigError naming the first bad field of an ensemble config."""
-  for field in ("num_members", "batch_size", "eval_batch_size"):
-    _check_int(config, field, 1)
-  for field in ("num_steps", "pretrain_steps", "seed"):
-    _check_int(config, field, 0)
+  cv.check_run_fields(config)
+  _check_int(config, "num_members", 1)
+  _check_int(config, "pretrain_steps", 0)
   _check_float(config, "learning_rate", positive=True)
   _check_float(config, "holdout_fraction", positive=True)
   if not config.holdout_fraction < 1:
