@@ -98,6 +98,10 @@ What the papers report, and whether this run reproduces it:
   the soup (70.5% held-out with no regularizer, pre-trained 71.4, soup
   68.4).
 
+Each run (the pre-training, then each ensemble in
+``<workdir>/<init>_<regularizer>``) checkpoints through
+``experiments.trainer.train_one``; a rerun of the command resumes.
+
 Presets: ``configs/ensemble.py:smoke`` (2 ``mlp_tiny`` members, 3 steps,
 ``ambiguity`` with both inits; tests).
 """
@@ -159,7 +163,7 @@ def get_config(arg=None):
     c.member_inits = ("shared", "independent")
     c.regularizers = ("ambiguity",)
     c.pretrain_steps, c.num_steps = 2, 3
-    c.batch_size, c.eval_batch_size = 4, 256
+    c.batch_size, c.eval_batch_size = 8, 256
     c.eval_every = c.checkpoint_every = c.log_every = 3
     c.diversity.dverge.num_steps = 1
     c.sweep.seeds = "0,1"

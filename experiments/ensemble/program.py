@@ -10,7 +10,11 @@ of the members' weights and its WiSE-FT interpolation with the shared
 pre-trained weights, in distribution (the held-out 20% of every training
 domain) and on the held-out rotated domains. Prints the summary table and
 writes ``results.md`` (summary, then one detailed table per run) and
-``results.csv`` (every number) into the workdir.
+``results.csv`` (every number) into the workdir. Every run (the
+pre-training, then each ensemble in ``<workdir>/<init>_<regularizer>``) is an
+``experiments.recipe.Recipe`` trained by ``experiments.trainer.train_one``:
+checkpoints, ``metrics.jsonl`` / TensorBoard, and a rerun of the same
+command resumes (finished runs are not retrained).
 
 ``member_init='shared'``: one network is first trained with ERM for
 ``pretrain_steps`` (the "pre-trained" model), every member starts from it with
@@ -192,7 +196,7 @@ def _pretrain(config, model, dummy, batches, workdir: str, mesh):
   c.eval_every = c.checkpoint_every = config.pretrain_steps
   recipe = _recipe(c, model, params, None, batches, lambda p: {})
   params = _train(recipe, c, os.path.join(workdir, "pretrain"), mesh)
-  return jax.tree_util.tree_map(lambda l: l[0], params)
+  return jax.tree_util.tree_map(lambda l: np.asarray(l[0]), params)
 
 
 def _flat(results):
@@ -221,6 +225,9 @@ def run_one(config, model, dummy, batches, splits, init: str, name: str,
     params = members_lib.share_body(pretrained, params)
 
   def evaluate(stacked):
+    # On the host, then the default device: the trained params are
+    # replicated over the mesh, the pre-trained ones are not.
+    stacked = jax.device_get(stacked)
     soup = diversity.balanced_average(members_lib.unstack(stacked))
     singles, names = [soup], ["uniform soup"]
     if init == "shared":

@@ -223,6 +223,9 @@ def test_smoke_preset_end_to_end(tmp_path):
   assert out["table"]["stem"] == "results"
   assert out["table"]["rows"][0][:3] == ["init", "regularizer", "ens. acc"]
   assert len(out["table"]["rows"]) == 1 + len(runs)
+  # A rerun resumes every finished run from its checkpoint: same table.
+  again = program.run(c, str(tmp_path / "run"))
+  assert again["table"]["markdown"] == out["table"]["markdown"]
 
 
 def test_sweep_over_seeds(tmp_path, monkeypatch):
