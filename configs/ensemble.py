@@ -28,11 +28,13 @@ order-1 Vendi score of the 4 members' probability vectors per example, in
 take ~3 s of CPU per step on XLA's CPU backend (measured; 4 ``mlp_small``
 members: 0.01 s).
 
-Expected runtime: 579 s of CPU time (534 s user + 48 s system) for the 18
-ensembles (DVERGE 133 s CPU each, the others 16-22 s); 29 min wall on 2
-cores under a load average of 12-17 from other jobs, so about 10 min on two
-idle cores. ``--config.member_inits=shared`` or a shorter
-``--config.regularizers`` halves it; the ``:smoke`` preset is the tests'.
+Expected runtime: 613 s of CPU time (592 s user + 22 s system) for the 18
+ensembles and the pre-training (DVERGE 125-131 s CPU each, the others 19-24
+s); 16 min 12 s wall on 2 cores shared with other jobs (load 12-17 during the
+first half; once it dropped, each run took about its CPU time in wall time),
+so about 10 min on two idle cores. ``--config.member_inits=shared`` or a
+shorter ``--config.regularizers`` halves it; the ``:smoke`` preset is the
+tests'.
 
 Expected accuracy (seed 0, measured; each cell is in-distribution /
 held-out domains; accuracy, ECE and disagreement in %)::
