@@ -81,7 +81,7 @@ What the papers report, and whether this run reproduces it:
   run measures no attacks, so it does not test that claim. Here its
   cross-training on feature-distilled inputs acts as input-space
   regularization: the best ensemble in and out of distribution (75.0 /
-  75.7% held-out, NLL 1.19 / 1.15) at 7x the CPU time.
+  75.7% held-out, NLL 1.19 / 1.15) at about 6x the CPU time.
 * Model soups (Wortsman et al., ICML 2022): averaging the weights of models
   fine-tuned from one pre-trained model works, averaging independently
   initialized ones does not. Reproduced: shared-init soups are 1.6-3.2
