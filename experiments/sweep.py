@@ -63,13 +63,20 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   config = cli.load_config(_CONFIG)
-  if "sweep" in config:
-    if _ALGORITHMS.value is not None:
-      config.sweep.algorithms = ",".join(_ALGORITHMS.value)
-    if _SEEDS.value is not None:
-      config.sweep.seeds = ",".join(_SEEDS.value)
-    if _N_HPARAMS.value is not None:
-      config.sweep.n_hparams = _N_HPARAMS.value
+  grid = config.get("sweep") or {}
+  for flag, field, value in (
+      ("--algorithms", "algorithms",
+       _ALGORITHMS.value and ",".join(_ALGORITHMS.value)),
+      ("--seeds", "seeds", _SEEDS.value and ",".join(_SEEDS.value)),
+      ("--n_hparams", "n_hparams", _N_HPARAMS.value)):
+    if value is None:
+      continue
+    if field not in grid:
+      raise app.UsageError(
+          f"{flag}: config.task={config.get('task', 'dg')!r} sweeps "
+          f"{', '.join(sorted(grid)) or 'nothing'}; it has no "
+          f"config.sweep.{field}")
+    grid[field] = value
   from experiments import studies  # pylint: disable=g-import-not-at-top
   from experiments import tables  # pylint: disable=g-import-not-at-top
   study = studies.get(config.get("task", "dg"))

@@ -135,6 +135,19 @@ def test_sweep_refuses_an_hparam_no_swept_algorithm_uses(tmp_path):
       "['erm', 'vrex']; it is used by ['sam']")
 
 
+
+def test_sweep_shorthand_for_a_field_the_study_does_not_sweep(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.sweep",
+       "--config", os.path.join(ROOT, "configs", "ensemble.py") + ":smoke",
+       "--algorithms=erm", f"--workdir={tmp_path / 'sw'}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=120,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert _one_error_line(proc) == (
+      "error: --algorithms: config.task='ensemble' sweeps seeds; it has no "
+      "config.sweep.algorithms")
+  assert not (tmp_path / "sw").exists()
+
 # A disk that refuses writes under a directory (as root, chmod cannot make one
 # read-only): `open` for writing there fails with the given errno.
 _BROKEN_DISK = """
