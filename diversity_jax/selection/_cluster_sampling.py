@@ -43,14 +43,15 @@ def _check_clusters(clusters, num_clusters: int, where, fn: str):
 
 
 def _allocate_budget(k: int, capacity: jax.Array,
-                    weights: jax.Array) -> jax.Array:
+                     weights: jax.Array) -> jax.Array:
   r"""Per-cluster counts: ``k`` shared in proportion to ``weights``, capped.
 
   Water-filling: :math:`b_j = \min(c_j, t\,w_j)` with the level :math:`t`
   such that :math:`\sum_j b_j = \min(k, \sum_{w_j > 0} c_j)`, so the budget a
   full cluster cannot take goes to the others in proportion to their
-  weights; then largest remainders round the :math:`b_j` to integers (ties
-  to the lower cluster index). Clusters of weight 0 get nothing.
+  weights; then largest remainders round the :math:`b_j` to integers
+  (remainders compared on a :math:`2^{-12}` grid, ties to the lower cluster
+  index). Clusters of weight 0 get nothing.
   """
   c = capacity.astype(jnp.int32)
   eligible = (weights > 0) & (c > 0)
@@ -72,7 +73,9 @@ def _allocate_budget(k: int, capacity: jax.Array,
   counts = jnp.minimum(jnp.floor(share).astype(jnp.int32), c_ok)
   rest = total - jnp.sum(counts)
   room = eligible & (counts < c_ok)
-  frac = jnp.where(room, share - counts, -1.0)
+  # remainders on a 2^-12 grid, so that equal shares tie (lower index first)
+  # whatever their last bits
+  frac = jnp.where(room, jnp.round((share - counts) * 4096.0), -1.0)
   num = frac.shape[0]
   by_frac = jnp.lexsort((jnp.arange(num), -frac))
   extra = jnp.zeros((num,), bool).at[by_frac].set(jnp.arange(num) < rest)
@@ -95,8 +98,8 @@ def cluster_sample(key: jax.Array, clusters: jax.Array, k: int, *,
     b_j = \min(c_j,\ t\,w_j),\qquad \sum_j b_j = \min\Big(k,
     \sum_{j: w_j > 0} c_j\Big),
 
-  rounded to integers by largest remainders (ties to the lower cluster
-  index); a cluster too small for its share is taken whole and the rest of
+  rounded to integers by largest remainders (compared on a :math:`2^{-12}`
+  grid, ties to the lower cluster index); a cluster too small for its share is taken whole and the rest of
   its share goes to the other clusters in proportion to their weights, so
   exactly ``k`` items are returned whenever the clusters of positive weight
   hold ``k`` items. Within cluster :math:`j`, :math:`b_j` items are drawn

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 
 from diversity_jax.selection import cluster_sample
+from diversity_jax.selection import kmeans
+from diversity_jax.selection import kmeans_plus_plus_init
 from diversity_jax.selection import reweight_clusters
 
 _sample = jax.jit(cluster_sample, static_argnames=("k", "num_clusters"))
@@ -48,7 +50,8 @@ def _np_allocate(k, caps, weights):
   counts = np.floor(share + 1e-9).astype(np.int64)
   counts = np.minimum(counts, caps)
   rest = total - counts.sum()
-  frac = np.where(active & (counts < caps), share - counts, -1.0)
+  frac = np.where(active & (counts < caps),
+                  np.round((share - counts) * 4096), -1.0)
   for j in sorted(range(len(caps)), key=lambda j: (-frac[j], j))[:rest]:
     counts[j] += 1
   return counts
@@ -101,6 +104,12 @@ def test_counts_proportional_to_cluster_size():
   idx = np.asarray(_sample(jax.random.key(1), clusters, 10, num_clusters=3))
   np.testing.assert_array_equal(np.bincount(np.asarray(clusters)[idx]),
                                 [5, 3, 2])
+  # shares 1, 13/3, 1/3, 7/3: floors 1, 4, 0, 2 and the last pick to the
+  # lowest of the three tied remainders 1/3 (cluster 1), in any float order
+  clusters = jnp.asarray(np.repeat(np.arange(4), [3, 13, 1, 7]))
+  idx = np.asarray(_sample(jax.random.key(1), clusters, 8, num_clusters=4))
+  np.testing.assert_array_equal(
+      np.bincount(np.asarray(clusters)[idx], minlength=4), [1, 5, 0, 2])
 
 
 def test_small_cluster_budget_goes_to_the_others():
@@ -112,6 +121,37 @@ def test_small_cluster_budget_goes_to_the_others():
   assert len(set(idx.tolist())) == 7 and (idx >= 0).all()
   np.testing.assert_array_equal(np.bincount(np.asarray(clusters)[idx]),
                                 [1, 3, 3])
+
+
+def test_exactly_k_picks_at_larger_sizes_in_f32():
+  # 5000 items, 37 clusters of skewed sizes and weights: float rounding of
+  # the shares never loses or adds a pick, and counts match the reference.
+  rng = np.random.default_rng(7)
+  clusters = rng.choice(37, 5000, p=rng.dirichlet(np.full(37, 0.3)))
+  caps = np.bincount(clusters, minlength=37)
+  weights = rng.random(37).astype(np.float32)
+  sample = jax.jit(lambda key, k: cluster_sample(
+      key, jnp.asarray(clusters), k, cluster_weights=jnp.asarray(weights)),
+                   static_argnums=1)
+  for k in (1, 999, 3001, 5000):
+    idx = np.asarray(sample(jax.random.key(k), k))
+    assert (idx >= 0).all() and len(np.unique(idx)) == k
+    counts = np.bincount(clusters[idx], minlength=37)
+    assert (counts <= caps).all()
+    np.testing.assert_allclose(counts, _np_allocate(k, caps, weights),
+                               atol=1)
+
+
+def test_with_kmeans_labels():
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(24, 3)), jnp.float32)
+  key = jax.random.key(0)
+  centers = kmeans_plus_plus_init(key, x, 4)
+  labels = kmeans(x, centers, num_steps=3).labels
+  idx = np.asarray(_sample(key, labels, 8, num_clusters=4))
+  sizes = np.bincount(np.asarray(labels), minlength=4)
+  np.testing.assert_array_equal(
+      np.bincount(np.asarray(labels)[idx], minlength=4),
+      _np_allocate(8, sizes, sizes))
 
 
 def test_budget_beyond_what_is_available_leaves_unfilled_slots():
