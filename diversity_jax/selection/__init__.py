@@ -12,6 +12,10 @@ data-dependent shape; :func:`selection_mask` turns them into a mask.
 * k-means on device, blocked over items: :func:`kmeans_plus_plus_init` and a
   fixed number of Lloyd steps (:func:`kmeans`, returning a
   :class:`KMeansResult`).
+* Sampling across clusters (Diversify and Conquer): a budget shared by the
+  clusters and drawn by quality within each (:func:`cluster_sample`, kMQ),
+  and the cluster weights of the next iteration from the training signal
+  (:func:`reweight_clusters`).
 * Online batch selection by utility and diversity (UDS): :func:`uds_select`
   with an explicit FIFO memory (:func:`uds_init_memory`, :class:`UDSMemory`).
 * Quality-and-domain data sampling (QuaDMix): expected copies per item
@@ -19,6 +23,8 @@ data-dependent shape; :func:`selection_mask` turns them into a mask.
   (:func:`quadmix_sample`).
 """
 
+from diversity_jax.selection._cluster_sampling import cluster_sample
+from diversity_jax.selection._cluster_sampling import reweight_clusters
 from diversity_jax.selection._common import selection_mask
 from diversity_jax.selection._greedy_kernel import greedy_log_det
 from diversity_jax.selection._greedy_kernel import greedy_vendi
@@ -36,6 +42,7 @@ from diversity_jax.selection._quadmix import quadmix_sampling_values
 __all__ = [
     "KMeansResult",
     "UDSMemory",
+    "cluster_sample",
     "divprune",
     "greedy_log_det",
     "greedy_vendi",
@@ -44,6 +51,7 @@ __all__ = [
     "kmeans_plus_plus_init",
     "quadmix_sample",
     "quadmix_sampling_values",
+    "reweight_clusters",
     "selection_mask",
     "uds_init_memory",
     "uds_select",

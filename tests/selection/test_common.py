@@ -48,6 +48,11 @@ SELECTORS = {
     "greedy_vendi": lambda dt: jax.jit(
         selection.greedy_vendi, static_argnames="k")(_kernel(dt), k=K),
     "uds_select": _uds,
+    "cluster_sample": lambda dt: jax.jit(
+        selection.cluster_sample, static_argnames=("k", "num_clusters"))(
+            jax.random.key(0), jnp.arange(N) % 3, k=K, num_clusters=3,
+            quality=_x(dt)[:, 0]),
+    "reweight_clusters": None,
     "kmeans": None,
     "kmeans_plus_plus_init": None,
     "quadmix_sample": None,  # repeats items (copies): tests/selection/test_quadmix.py
