@@ -32,7 +32,8 @@ Expected runtime: 613 s of CPU time (592 s user + 22 s system) for the 18
 ensembles and the pre-training (DVERGE 125-131 s CPU each, the others 19-24
 s); 16 min 12 s wall on 2 cores shared with other jobs (load 12-17 during the
 first half; once it dropped, each run took about its CPU time in wall time),
-so about 10 min on two idle cores. ``--config.member_inits=shared`` or a
+and 6 min 27 s wall on the same 2 cores idle (687 s of CPU time,
+measured, same table). ``--config.member_inits=shared`` or a
 shorter ``--config.regularizers`` halves it; the ``:smoke`` preset is the
 tests'.
 
