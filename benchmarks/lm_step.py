@@ -98,16 +98,20 @@ def largest_batch(fn, state, seq_len, vocab, budget, probe=(4, 8)):
   """
   cache = {}
 
+  tokens = lambda b: jax.ShapeDtypeStruct((b, seq_len + 1), jnp.int32)
+  del vocab   # shapes only: nothing is run
+
   def fits(b):
     if b not in cache:
-      compiled = _compile(fn, state, _tokens(b, seq_len, vocab))
-      cache[b] = _footprint(compiled) <= budget
+      cache[b] = _footprint(_compile(fn, state, tokens(b))) <= budget
     return cache[b] if b > 0 else True
 
-  f1, f2 = (_footprint(_compile(fn, state, _tokens(b, seq_len, vocab)))
-            for b in probe)
-  slope = max((f2 - f1) / (probe[1] - probe[0]), 1.0)
-  guess = max(1, int((budget - f1) // slope) + probe[0])
+  f1, f2 = (_footprint(_compile(fn, state, tokens(b))) for b in probe)
+  # XLA's buffer assignment can make two small batches' footprints equal (or
+  # out of order): then the line says nothing and the doubling below searches.
+  slope = (f2 - f1) / (probe[1] - probe[0])
+  guess = (max(1, int((budget - f1) // slope) + probe[0]) if slope > 0
+           else probe[1])
   if fits(guess) and not fits(guess + 1):   # the usual case: 2 compilations
     return guess
   lo, hi = (guess, 2 * guess) if fits(guess) else (guess // 2, guess)

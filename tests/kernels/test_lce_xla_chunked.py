@@ -17,8 +17,16 @@ def pytest_generate_tests(metafunc):
 
 
 class TestXlaChunked(lce_contract.LceContract):
+  """The streaming path (forward, recomputing backward)."""
   IMPL = "xla_chunked"
-  OPTIONS = {"block_tokens": 16, "block_vocab": 16}
+  OPTIONS = {"block_tokens": 16, "block_vocab": 16, "fused_backward": False}
+
+
+class TestXlaChunkedFusedBackward(lce_contract.LceContract):
+  """Gradients in the forward pass (scalar losses; ``'none'`` and the lse
+  output stream)."""
+  IMPL = "xla_chunked"
+  OPTIONS = {"block_tokens": 16, "block_vocab": 16, "fused_backward": True}
 
 
 def test_blocks_larger_than_inputs():
@@ -155,7 +163,8 @@ def test_no_vocab_sized_temporaries(dtype):
     w = jax.ShapeDtypeStruct((v - tail, d), dtype)
     # vocab_sorting: gathered w rows, scattered dW rows, (V,) LA + argsort.
     for sort in (False, True):
-      got = temp_bytes(block_tokens=64, block_vocab=512, vocab_sorting=sort)
+      got = temp_bytes(block_tokens=64, block_vocab=512, vocab_sorting=sort,
+                       fused_backward=False)
       assert got < w_bytes / 4, (tail, sort, got, w_bytes)
 
 
@@ -171,11 +180,17 @@ def test_default_block_sizes_per_backend(monkeypatch):
   assert xla_chunked.block_sizes(8192, 256000, None, 1024) == (2048, 1024)
 
 
-def test_cpu_block_defaults_follow_the_native_bf16_dot(monkeypatch):
-  """bf16 on a CPU without a native bf16 dot (no AVX-512 BF16 / AMX, or XLA
-  capped below AVX-512) gets ``CPU_BLOCKS_WITHOUT_BF16_DOT``; f32, and bf16
-  with the dot, keep 1024 x 512; the kernel traces with the chosen tiles."""
+def test_cpu_defaults_follow_the_native_bf16_dot(monkeypatch):
+  """CPU defaults by dtype and host (``native_bf16_dot``: AVX-512 BF16 / AMX,
+  XLA not capped below AVX-512, YNNPACK dots on).
+
+  ``fused_backward=None``: gradients in the forward pass (vocab-major
+  ``(V, rows)`` tile) for f32, and for bf16 without the dot; the streaming
+  path for bf16 with it. Streaming tiles: ``CPU_BLOCKS_WITHOUT_BF16_DOT``
+  for bf16 without the dot, else 1024 x 512. Checked on the traced kernels.
+  """
   from diversity_jax.kernels.linear_cross_entropy import xla_chunked as xc
+  from diversity_jax.kernels.linear_cross_entropy import xla_fused
   assert xc.native_bf16_dot({"avx2", "avx512f", "avx512_bf16"}, "")
   assert xc.native_bf16_dot({"amx_bf16"}, "--xla_cpu_max_isa=AVX512 --x=1")
   assert not xc.native_bf16_dot({"avx", "avx2", "fma", "f16c"}, "")
@@ -186,19 +201,30 @@ def test_cpu_block_defaults_follow_the_native_bf16_dot(monkeypatch):
   assert isinstance(xc.cpu_flags(), frozenset)
   wide = xc.CPU_BLOCKS_WITHOUT_BF16_DOT
   assert wide != xc.DEFAULT_BLOCKS["cpu"]
-  x = jnp.ones((4096, 8), jnp.bfloat16)
-  w = jnp.ones((1024, 8), jnp.bfloat16)
-  y = jnp.zeros((4096,), jnp.int32)
-  trace = lambda x, w: str(jax.make_jaxpr(jax.grad(
-      lambda x, w: linear_cross_entropy(x, w, y), (0, 1)))(x, w))
+  n, v = 4096, 1000
+  x = jnp.ones((n, 8), jnp.bfloat16)
+  w = jnp.ones((v, 8), jnp.bfloat16)
+  y = jnp.zeros((n,), jnp.int32)
+  trace = lambda x, w, **kw: str(jax.make_jaxpr(jax.grad(
+      lambda x, w: linear_cross_entropy(x, w, y, **kw), (0, 1)))(x, w))
+  f32 = lambda a: a.astype(jnp.float32)
+  fused_tile = f"f32[{v},1024]"       # (V, rows): rows = min(bt, ...)
   for native in (False, True):
     monkeypatch.setattr(xc, "native_bf16_dot", lambda native=native: native)
-    assert xc.block_sizes(4096, 65536, dtype=jnp.float32) == (1024, 512)
+    assert xla_fused.fused_by_default(jnp.float32)
+    assert xla_fused.fused_by_default(jnp.bfloat16) is not native
+    assert xc.block_sizes(n, 65536, dtype=jnp.float32) == (1024, 512)
     bt, bv = (1024, 512) if native else wide
-    assert xc.block_sizes(4096, 65536, dtype=jnp.bfloat16) == (bt, bv)
-    assert f"f32[{bt},{bv}]" in trace(x, w)          # the logit tile
-    assert "f32[1024,512]" in trace(x.astype(jnp.float32),
-                                    w.astype(jnp.float32))
+    assert xc.block_sizes(n, 65536, dtype=jnp.bfloat16) == (bt, bv)
+    streaming_bf16 = trace(x, w, fused_backward=False, block_vocab=512)
+    assert f"f32[{bt},{bv}]" in streaming_bf16 and fused_tile not in (
+        streaming_bf16)
+    assert f"f32[1024,512]" in trace(f32(x), f32(w), fused_backward=False,
+                                     block_vocab=512)
+    assert (fused_tile in trace(x, w)) is not native
+    assert fused_tile in trace(f32(x), f32(w))
+    # Per-row losses and vocab sorting stream under the default.
+    assert fused_tile not in trace(f32(x), f32(w), vocab_sorting=True)
 
 
 def test_fused_backward_nan_input_and_out_of_range_labels():

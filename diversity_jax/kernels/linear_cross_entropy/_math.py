@@ -63,18 +63,42 @@ def vocab_size(w, layout: str) -> int:
   return w.shape[vocab_axis(layout)]
 
 
-def dx_tile(d, w_blk, layout: str = "vd"):
-  """``d @ W_blk`` (T, D) in f32 for a gradient tile ``d`` (T, C)."""
-  dims = ((1,), (0,)) if layout == "vd" else ((1,), (1,))
+#: ``axis`` of the tile functions below: the tile's vocab axis. 1: a
+#: token-major tile ``(T, C)`` (the default); 0: a vocab-major tile ``(C, T)``,
+#: the transposed logits ``W_blk x_blk^T``.
+TOKEN_MAJOR, VOCAB_MAJOR = 1, 0
+
+
+def per_row(a, axis: int = TOKEN_MAJOR):
+  """A per-token vector (T,) shaped to broadcast against a tile."""
+  return a[:, None] if axis == TOKEN_MAJOR else a[None, :]
+
+
+def per_class(a, axis: int = TOKEN_MAJOR):
+  """A per-class vector (C,) shaped to broadcast against a tile."""
+  return a[None, :] if axis == TOKEN_MAJOR else a[:, None]
+
+
+def dx_tile(d, w_blk, layout: str = "vd", axis: int = TOKEN_MAJOR):
+  """``d @ W_blk`` (T, D) in f32 for a gradient tile ``d`` (T, C) (``axis=0``:
+  ``d^T @ W_blk`` for ``d`` (C, T))."""
+  dims = ((axis,), (vocab_axis(layout),))
   return jax.lax.dot_general(d, w_blk, (dims, ((), ())),
                              preferred_element_type=F32)
 
 
-def dw_tile(d, x_blk, layout: str = "vd"):
+def dw_tile(d, x_blk, layout: str = "vd", axis: int = TOKEN_MAJOR):
   """This tile's ``dW`` block in ``w``'s layout, f32: ``d^T x_blk`` (C, D) for
-  ``'vd'``, ``x_blk^T d`` (D, C) for ``'dv'``."""
-  a, b = (d, x_blk) if layout == "vd" else (x_blk, d)
-  return jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())),
+  ``'vd'``, ``x_blk^T d`` (D, C) for ``'dv'`` (``d`` (T, C); with ``axis=0``
+  ``d`` is (C, T))."""
+  rows = 1 - axis   # the token axis of d
+  if layout == "vd":
+    dims = ((rows,), (0,))
+    a, b = d, x_blk
+  else:
+    dims = ((0,), (rows,))
+    a, b = x_blk, d
+  return jax.lax.dot_general(a, b, (dims, ((), ())),
                              preferred_element_type=F32)
 
 
@@ -91,39 +115,48 @@ def softcap_grad_factor(s: jax.Array, softcap: Optional[float]) -> jax.Array:
   return 1.0 - t * t
 
 
-def tile_logits(x_blk, w_blk, b_blk, softcap, col_valid=None, layout="vd"):
+def tile_logits(x_blk, w_blk, b_blk, softcap, col_valid=None, layout="vd",
+                axis: int = TOKEN_MAJOR):
   """Capped f32 logits of one (rows x cols) tile; invalid columns get -inf.
 
   ``x_blk`` (T, D), ``w_blk`` (C, D) (``layout='vd'``) or (D, C) (``'dv'``)
   in the input dtype; the dot accumulates in f32 (``preferred_element_type``).
   ``col_valid`` (C,) bool masks padded / duplicated vocab columns with -inf
-  *after* the soft-cap (a capped -inf would be ``-c``, not -inf).
+  *after* the soft-cap (a capped -inf would be ``-c``, not -inf). The tile
+  is (T, C), or (C, T) with ``axis=0`` (``W_blk x_blk^T``).
   """
   w_dim = 1 if layout == "vd" else 0
-  z = jax.lax.dot_general(x_blk, w_blk, (((1,), (w_dim,)), ((), ())),
+  if axis == TOKEN_MAJOR:
+    operands, dims = (x_blk, w_blk), ((1,), (w_dim,))
+  else:
+    operands, dims = (w_blk, x_blk), ((w_dim,), (1,))
+  z = jax.lax.dot_general(*operands, (dims, ((), ())),
                           preferred_element_type=F32)
-  return finish_logits(z, b_blk, softcap, col_valid)
+  return finish_logits(z, b_blk, softcap, col_valid, axis)
 
 
-def finish_logits(z, b_blk, softcap, col_valid=None):
-  """Bias, soft-cap and -inf masking of an f32 logit tile ``z`` (T, C)."""
+def finish_logits(z, b_blk, softcap, col_valid=None, axis: int = TOKEN_MAJOR):
+  """Bias, soft-cap and -inf masking of an f32 logit tile ``z`` (T, C) (or
+  (C, T) with ``axis=0``)."""
   if b_blk is not None:
-    z = z + b_blk.astype(F32)[None, :]
+    z = z + per_class(b_blk.astype(F32), axis)
   s = softcap_logits(z, softcap)
   if col_valid is not None:
-    s = jnp.where(col_valid[None, :], s, NEG_INF)
+    s = jnp.where(per_class(col_valid, axis), s, NEG_INF)
   return s
 
 
-def online_lse_update(m, l, s):
-  """One step of the online log-sum-exp: carry (m, l) per row, new tile ``s``.
+def online_lse_update(m, l, s, axis: int = TOKEN_MAJOR):
+  """One step of the online log-sum-exp: carry (m, l) per row, new tile ``s``
+  (vocab axis ``axis``).
 
   ``m' = max(m, max_j s_j)``, ``l' = l exp(m - m') + sum_j exp(s_j - m')``. Rows
   whose max is still -inf keep ``l = 0`` without producing NaN.
   """
-  m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+  m_new = jnp.maximum(m, jnp.max(s, axis=axis))
   m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
-  l_new = l * jnp.exp(m - m_safe) + jnp.sum(jnp.exp(s - m_safe[:, None]), axis=-1)
+  l_new = l * jnp.exp(m - m_safe) + jnp.sum(
+      jnp.exp(s - per_row(m_safe, axis)), axis=axis)
   return m_new, l_new
 
 
@@ -159,19 +192,27 @@ def target_and_weighted_sum(s, labels_blk, col_ids, k_blk, smoothing):
   return s_y, s_w
 
 
-def full_row_target_and_weighted_sum(s, labels, k, smoothing):
-  """``target_and_weighted_sum`` for finite full-vocabulary rows ``s`` (T, V).
+def full_row_target_and_weighted_sum(s, labels, k, smoothing,
+                                     axis: int = TOKEN_MAJOR):
+  """``target_and_weighted_sum`` for finite full-vocabulary rows ``s`` (T, V)
+  (``axis=0``: (V, T)).
 
   The target logit is a gather and ``sum_j k_j s_ij`` a mat-vec, so no
   ``(T, V)`` temporary is formed next to ``s`` (a masked tile feeding XLA:CPU's
   reduction would be one). ``labels`` < 0 (ignored rows) give ``s_y = 0``.
   """
-  s_y = jnp.take_along_axis(s, jnp.maximum(labels, 0)[:, None], axis=1)[:, 0]
+  idx = per_row(jnp.maximum(labels, 0), axis)
+  s_y = jnp.take_along_axis(s, idx, axis=axis).reshape(labels.shape)
   s_y = jnp.where(labels >= 0, s_y, 0.0)
   # HIGHEST: an f32 sum like the tile path's (TPU's default would round s to
   # bf16); V flops per row, nothing next to the logit GEMM's 2 D V.
-  s_w = (jnp.dot(s, k, precision=jax.lax.Precision.HIGHEST) if smoothing
-         else jnp.zeros_like(s_y))
+  hi = jax.lax.Precision.HIGHEST
+  if not smoothing:
+    s_w = jnp.zeros_like(s_y)
+  elif axis == TOKEN_MAJOR:
+    s_w = jnp.dot(s, k, precision=hi)
+  else:
+    s_w = jnp.dot(k, s, precision=hi)
   return s_y, s_w
 
 
@@ -199,18 +240,21 @@ def grad_coefficients(g, h, lse, k_y, valid, hp: Hyper, k_total):
   return alpha, beta, gamma
 
 
-def tile_grad(s, lse_blk, alpha, beta, gamma, onehot, k_blk, hp: Hyper):
-  """``G = dL/dz`` on one tile in f32 (target column ``alpha p - beta`` in f32).
+def tile_grad(s, lse_blk, alpha, beta, gamma, onehot, k_blk, hp: Hyper,
+              axis: int = TOKEN_MAJOR):
+  """``G = dL/dz`` on one tile in f32 (target column ``alpha p - beta`` in f32),
+  in the tile's orientation (``axis``; ``onehot`` shaped like ``s``).
 
   Also returns the CCE filter statistic ``max |p - onehot|`` of the tile,
   NaN when a row coefficient is NaN (a NaN loss cotangent, an out-of-range
   label): callers skip a tile only when ``filt < eps`` holds, so a NaN
   always reaches ``dX`` / ``dW`` as it does without the filter.
   """
-  p = jnp.exp(s - lse_blk[:, None])           # -inf columns -> exactly 0
-  d = alpha[:, None] * p - jnp.where(onehot, beta[:, None], 0.0)
+  row = lambda a: per_row(a, axis)
+  p = jnp.exp(s - row(lse_blk))               # -inf columns -> exactly 0
+  d = row(alpha) * p - jnp.where(onehot, row(beta), 0.0)
   if hp.label_smoothing:
-    d = d - gamma[:, None] * k_blk[None, :]
+    d = d - row(gamma) * per_class(k_blk, axis)
   if hp.softcap is not None:
     s_fin = jnp.where(jnp.isfinite(s), s, 0.0)
     d = d * softcap_grad_factor(s_fin, hp.softcap)

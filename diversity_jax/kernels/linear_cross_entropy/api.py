@@ -183,7 +183,7 @@ def linear_cross_entropy(
     block_vocab: Optional[int] = None,
     block_dim: Optional[int] = None,
     interpret: bool = False,
-    fused_backward: bool = False,
+    fused_backward: Optional[bool] = None,
     vocab_axis_name: Optional[str] = None,
     vocab_sorting: bool = False,
     weight_layout: str = "vd",
@@ -247,16 +247,23 @@ def linear_cross_entropy(
       defaults, per backend for ``xla_chunked``; ``block_dim`` is used by the
       Pallas kernels only).
     interpret: run the Pallas kernels in interpret mode (CPU testing).
-    fused_backward: ``xla_chunked`` only, used for f32 inputs, a scalar
-      reduction and ``return_lse=False``: form ``dX``/``dW`` in the forward
-      pass from full-vocabulary row blocks of ~32 MiB of f32 logits (at
-      most ``block_tokens`` rows): 6 N D V flops instead of 8 and no
-      gradient filter; the temporary is one such row block (the ``dX``/``dW``
-      residuals become the gradient buffers; they exist from this forward to
-      this backward, ``V D`` f32 per pending forward when forwards run ahead
-      of backwards, e.g. pipeline microbatches), and the GEMMs lose
-      efficiency when the rows per block get few (very large V). Default
-      False (streaming forward, recomputing backward: smallest memory).
+    fused_backward: ``xla_chunked`` only, used for a scalar reduction with
+      ``return_lse=False`` and without ``vocab_axis_name`` /
+      ``vocab_sorting``: form ``dX``/``dW`` in the forward pass from
+      full-vocabulary row blocks of ~32 MiB of f32 logits (at most
+      ``block_tokens`` rows): 6 N D V flops instead of 8 and no gradient
+      filter; the temporary is one such row block (f32 inputs: the
+      ``dX``/``dW`` residuals become the gradient buffers; they exist from
+      this forward to this backward, ``V D`` f32 per pending forward when
+      forwards run ahead of backwards, e.g. pipeline microbatches; bf16 /
+      f16 inputs add an f32 ``dW`` accumulator, ``4 V D`` bytes), and the
+      GEMMs lose efficiency when the rows per block get few (very large V).
+      None (default): on CPU for f32 inputs, and for bf16 / f16 inputs on
+      hosts without a native bf16 dot (``xla_chunked.native_bf16_dot()``,
+      e.g. AVX2-only x86), where it is the faster path (BENCHMARKS.md,
+      "Linear cross-entropy on AVX2-only CPUs"); elsewhere the streaming
+      path. False: streaming forward, recomputing backward (smallest memory,
+      with the gradient filter). True: wherever it applies.
     vocab_axis_name: explicit vocab parallelism (``xla_chunked`` only, without
       ``fused_backward``). None (default): ``w`` holds every class. A mesh
       axis name: the call must run inside ``jax.shard_map`` over that axis;
@@ -292,8 +299,9 @@ def linear_cross_entropy(
       scattered ``dW`` rows are written one by one (XLA:CPU scatters no
       narrow float in place), about V small row writes per backward.
       Ignored when the filter is off (``filter_eps`` None or 0, label
-      smoothing) and on the ``fused_backward`` and ``'reference'`` paths,
-      which have no filter.
+      smoothing) and on the ``'reference'`` path, which has no filter;
+      ``vocab_sorting=True`` keeps the streaming path under
+      ``fused_backward=None``; with ``fused_backward=True`` it is ignored.
     weight_layout: ``'vd'`` (``w`` is ``(V, D)``) or ``'dv'`` (``w`` is
       ``(D, V)``, a flax ``nn.Dense`` kernel: ``logits = x @ w``). The
       ``'dv'`` matrix is read in column blocks and ``dW`` is written in its
@@ -341,6 +349,9 @@ def linear_cross_entropy(
   if not isinstance(vocab_sorting, bool):
     checks._fail(_FN, f"`vocab_sorting` must be a Python bool, got "
                  f"{vocab_sorting!r}", TypeError)
+  if fused_backward is not None and not isinstance(fused_backward, bool):
+    checks._fail(_FN, f"`fused_backward` must be None or a Python bool, got "
+                 f"{fused_backward!r}", TypeError)
   shards = _vocab_axis_size(vocab_axis_name, w, implementation,
                             fused_backward)
   _validate(x, w, labels, bias, class_weights, ignore_index, label_smoothing,
@@ -382,8 +393,11 @@ def linear_cross_entropy(
                     ("block_dim", block_dim)):
     if val is not None:
       options[name] = val
+  if fused_backward is None:
+    fused_backward = (vocab_axis_name is None and not vocab_sorting
+                      and xla_fused.fused_by_default(cdt))
   if (n > 0 and impl == "xla_chunked" and fused_backward
-      and xla_fused.fused_applies(x2, w, bias, reduction, return_lse)):
+      and xla_fused.fused_applies(reduction, return_lse)):
     return xla_fused.reduced(x2, w, y2, invalid, bias, class_weights, hp=hp,
                              ignore_index=ignore_index, reduction=reduction,
                              weights=w_rows, **options)

@@ -1,19 +1,21 @@
-"""``fused_backward=True`` for ``xla_chunked``: gradients in the forward pass.
+"""``fused_backward`` for ``xla_chunked``: gradients in the forward pass.
 
-Opt-in ``fused_backward`` (``reduced``): for f32 scalar losses the gradients
-are formed in the forward pass from full-vocabulary row blocks (Liger-style,
-6 N D V flops in total) and only scaled by the cotangent in the backward. It
-is faster; its temporary is one ``(rows, V)`` f32 logit tile of ~32 MiB
-(``n_fused_rows``; the target logit is a gather and the gradient tile
-overwrites the logits, so no second tile with jax / jaxlib >= 0.10.2, whose
-XLA reuses that buffer; two tiles with older ones), which is small next to the
-reference's logits only for large N, and its ``dW`` GEMMs lose efficiency
-when ``rows`` gets small (very large V). Its ``dX`` / ``dW`` residuals (f32,
-``N D + V D``) exist from this forward to this backward, where the streaming
-path keeps only the ``(N,)`` lse: no extra peak when the loss is the last op
-before the backward (a plain LM step), but ``V D`` f32 per pending forward
-where forwards run ahead of their backwards (pipeline-parallel microbatches,
-more forward work after the loss); and it has no gradient filter.
+``reduced``: for scalar losses the gradients are formed in the forward pass
+from full-vocabulary row blocks (Liger-style, 6 N D V flops in total against
+the streaming path's 8) and only scaled by the cotangent in the backward. The
+default on CPU for f32 inputs, and for bf16 / f16 on hosts without a native
+bf16 dot (``fused_by_default``); opt-in elsewhere. Its temporary is one ``(V,
+rows)`` f32 logit tile of ~32 MiB (``n_fused_rows``, at least 128 rows; the
+target logit is a gather and the gradient tile overwrites the logits, so one
+tile where XLA reuses that buffer, two elsewhere), which is small next to the
+reference's logits only for large N. Its ``dX`` / ``dW`` residuals (f32, ``N D
++ V D``) exist from this forward to this backward, where the streaming path
+keeps only the ``(N,)`` lse: for f32 inputs they become the gradient buffers
+(no extra peak when the loss is the last op before the backward, a plain LM
+step), but they are ``V D`` f32 per pending forward where forwards run ahead
+of their backwards (pipeline-parallel microbatches, more forward work after
+the loss); for bf16 / f16 inputs the f32 ``dW`` accumulator is a ``4 V
+D``-byte temporary. No gradient filter.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import jax.numpy as jnp
 
 from diversity_jax._src import label_range
 from diversity_jax.kernels.linear_cross_entropy import _math
+from diversity_jax.kernels.linear_cross_entropy import xla_chunked
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import F32
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _block
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _cdiv
@@ -35,6 +38,12 @@ from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _sum_to_prima
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _take
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _vary
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import varying_axes
+
+#: The fused path's logit tiles are vocab-major, ``(V, rows) = W x_blk^T``:
+#: XLA:CPU's Eigen GEMMs run the ``(rows, V)`` orientation's logit and ``dW``
+#: products at 35-75% of their speed for a few hundred rows (BENCHMARKS.md);
+#: ``dW`` chunks are then contiguous row slices of the tile.
+AXIS = _math.VOCAB_MAJOR
 
 
 def _fused_forward(x, w, labels, invalid, bias, k, hp, ignore_index, reduction,
@@ -70,14 +79,15 @@ def _fused_forward(x, w, labels, invalid, bias, k, hp, ignore_index, reduction,
     t0, _, own_rows = _block(i, n, bt)
     sl = lambda a: jax.lax.dynamic_slice_in_dim(a, t0, bt)
     x_blk = _take(x, t0, bt, i)
-    s = _math.tile_logits(x_blk, w, bias, hp.softcap, layout=hp.weight_layout)
+    s = _math.tile_logits(x_blk, w, bias, hp.softcap, layout=hp.weight_layout,
+                          axis=AXIS)
     y_blk = sl(labels_eff)
     v_blk = sl(valid) & own_rows
     m, l = _math.online_lse_update(jnp.full((bt,), -jnp.inf, F32),
-                                   jnp.zeros((bt,), F32), s)
+                                   jnp.zeros((bt,), F32), s, AXIS)
     lse = _math.finalize_lse(m, l)
-    s_y, s_w = _math.full_row_target_and_weighted_sum(s, y_blk, k,
-                                                      hp.label_smoothing)
+    s_y, s_w = _math.full_row_target_and_weighted_sum(
+        s, y_blk, k, hp.label_smoothing, AXIS)
     k_y = k[sl(safe)]
     bad = sl(invalid) & own_rows
     rows = label_range.nan_where_invalid(
@@ -86,16 +96,16 @@ def _fused_forward(x, w, labels, invalid, bias, k, hp, ignore_index, reduction,
     g = label_range.nan_where_invalid(scale * sl(row_w), bad)
     alpha, beta, gamma = _math.grad_coefficients(g, None, lse, k_y, v_blk, hp,
                                                  k_total)
-    onehot = y_blk[:, None] == cols[None, :]
-    d, _ = _math.tile_grad(s, lse, alpha, beta, gamma, onehot, k, hp)
+    onehot = _math.per_class(cols, AXIS) == _math.per_row(y_blk, AXIS)
+    d, _ = _math.tile_grad(s, lse, alpha, beta, gamma, onehot, k, hp, AXIS)
     dc = d.astype(x.dtype)
-    dx_t = _math.dx_tile(dc, w, hp.weight_layout)
+    dx_t = _math.dx_tile(dc, w, hp.weight_layout, AXIS)
     old = jax.lax.dynamic_slice_in_dim(dx, t0, bt)
     dx = jax.lax.dynamic_update_slice_in_dim(
         dx, jnp.where(own_rows[:, None], dx_t, old), t0, 0)
     dw = _accumulate_dw(dw, dc, x_blk, bv, hp.weight_layout)
     if db is not None:
-      db = db + jnp.sum(d, axis=0)
+      db = db + jnp.sum(d, axis=1 - AXIS)
     return loss + jnp.sum(rows) * scale, dx, dw, db
 
   init = (jnp.zeros((), F32), jnp.zeros(x.shape, F32), jnp.zeros(w.shape, F32),
@@ -106,8 +116,9 @@ def _fused_forward(x, w, labels, invalid, bias, k, hp, ignore_index, reduction,
 
 
 def _accumulate_dw(dw, g, x_blk, bv, layout="vd"):
-  """``dw + g^T x_blk`` (f32, ``g`` (T, V)) in vocab chunks of ``bv`` rows
-  (``layout='dv'``: ``dw + x_blk^T g`` in chunks of ``bv`` columns).
+  """``dw + g x_blk`` (f32, ``g`` (V, T) vocab-major) in vocab chunks of
+  ``bv`` rows (``layout='dv'``: ``dw + x_blk^T g^T`` in chunks of ``bv``
+  columns).
 
   One (V, D) GEMM would materialize its full product before the add (an
   extra V x D f32 temporary and a whole-``dW`` add pass per token block);
@@ -118,8 +129,8 @@ def _accumulate_dw(dw, g, x_blk, bv, layout="vd"):
   bv = min(bv, v)
 
   def chunk(dw, v0, size):
-    g_c = jax.lax.dynamic_slice_in_dim(g, v0, size, axis=1)
-    upd = _math.dw_tile(g_c, x_blk, layout)
+    g_c = jax.lax.dynamic_slice_in_dim(g, v0, size, axis=AXIS)
+    upd = _math.dw_tile(g_c, x_blk, layout, AXIS)
     return jax.lax.dynamic_update_slice_in_dim(
         dw, jax.lax.dynamic_slice_in_dim(dw, v0, size, ax) + upd, v0, ax)
 
@@ -161,9 +172,11 @@ def _reduced_bwd(hp, ignore_index, reduction, bt, bv, res, ct):
   ct = ct.astype(F32)
   dcw = None if class_weights is None else jnp.zeros_like(class_weights)
   dtw = None if weights is None else jnp.zeros_like(weights)
-  # The f32 residuals become the gradient buffers: XLA drops a unit scale and
-  # scales in place otherwise (no V x D temporary; see _accumulate_dw).
-  grads = (dx * ct, dw * ct, None if db is None else db * ct)
+  # f32 residuals of f32 primals become the gradient buffers: XLA drops a
+  # unit scale and scales in place otherwise (no V x D temporary; see
+  # _accumulate_dw). Narrow primals get the scaled residual cast once.
+  grads = tuple(None if g is None else (g * ct).astype(p.dtype)
+                for g, p in zip((dx, dw, db), empty))
   dx, dw, db = _sum_to_primal(grads, empty)
   return dx, dw, db, dcw, None, None, dtw
 
@@ -171,28 +184,47 @@ def _reduced_bwd(hp, ignore_index, reduction, bt, bv, res, ct):
 _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
+#: Fewest token rows per fused block: below ~128 rows the tile GEMMs slow
+#: down (XLA:CPU with Eigen: 65 GFLOP per CPU-s at 64 rows against 81-88 at
+#: 128-256, V = 65536, D = 1024; BENCHMARKS.md), so for V > 65536 the tile
+#: grows past the budget instead (64 MiB at V = 131072).
+MIN_FUSED_ROWS = 128
+
+
 def n_fused_rows(v: int, budget_bytes: int = 32 * 2**20) -> int:
-  """Token rows per fused block: a ``(rows, V)`` f32 tile of ~``budget``."""
-  return max(8, budget_bytes // (4 * v))
+  """Token rows per fused block: a ``(V, rows)`` f32 tile of ~``budget``, at
+  least ``MIN_FUSED_ROWS`` rows."""
+  return max(MIN_FUSED_ROWS, budget_bytes // (4 * v))
 
 
-def fused_applies(x, w, bias, reduction, return_lse) -> bool:
-  """True when ``reduced`` is used: f32 inputs, scalar loss, no lse output.
+def fused_applies(reduction, return_lse) -> bool:
+  """Whether ``reduced`` can run: a scalar loss without an lse output (with a
+  per-row loss or an lse output the cotangents are not known in the forward
+  pass)."""
+  return reduction != "none" and not return_lse
 
-  (With narrower inputs the f32 ``dW`` accumulator would add 4 V D bytes of
-  temporary memory; with a per-row loss or an lse output the cotangents
-  are not known in the forward pass.)
+
+def fused_by_default(dtype) -> bool:
+  """Whether ``fused_backward=None`` picks ``reduced`` (where it applies).
+
+  On CPU: f32 inputs, and bf16 / f16 inputs on hosts without a native bf16
+  dot (``xla_chunked.native_bf16_dot()``), where each bf16 GEMM runs on f32
+  copies and the streaming path's 8 N D V flops cost ~1.3x the reference's
+  time (BENCHMARKS.md). Narrow inputs then hold an f32 ``dW`` accumulator,
+  ``4 V D`` bytes, next to the ``(rows, V)`` tile. Elsewhere (bf16 with a
+  native bf16 dot, GPU / TPU): the streaming path, the smallest memory.
   """
-  f32 = lambda a: a is None or a.dtype == F32
-  return (reduction != "none" and not return_lse and x.dtype == F32
-          and w.dtype == F32 and f32(bias))
+  if jax.default_backend() != "cpu":
+    return False
+  return jnp.dtype(dtype) == F32 or not xla_chunked.native_bf16_dot()
 
 
 def reduced(x, w, labels, invalid, bias, class_weights, *, hp: _math.Hyper,
             ignore_index, reduction, block_tokens=None, block_vocab=None,
             weights=None, **unused):
   """Scalar ``'mean'``/``'sum'`` loss whose gradients are formed in the forward
-  pass (6 N D V flops instead of 8); see ``fused_applies``. ``invalid`` (N,)
+  pass (6 N D V flops instead of 8, f32 accumulation for any input dtype);
+  see ``fused_applies``. ``invalid`` (N,)
   bool marks rows whose (out-of-range) label makes their loss and gradient
   NaN (``label_range``); ``weights``: f32 per-token loss weights (N,) or
   None."""
