@@ -3,8 +3,10 @@
 Compares, on the same inputs in one run:
 
 * ``ours``: ``diversity_jax.kernels.linear_cross_entropy`` (default
-  implementation for the backend, or ``--impl``), and for f32 also with
-  ``fused_backward=True`` (gradients formed in the forward pass, 6 N D V);
+  implementation and options for the backend and host, or ``--impl``), and
+  ``xla_chunked`` with each ``fused_backward``: False (streaming forward,
+  recomputing backward, 8 N D V flops), True (gradients formed in the
+  forward pass, 6 N D V);
 * ``reference``: optax ``softmax_cross_entropy_with_integer_labels`` on
   materialized f32 logits ``x @ w.T``;
 * ``tokamax``: ``tokamax.linear_softmax_cross_entropy_loss`` (each
@@ -230,10 +232,11 @@ def main(argv=None):
         rows.append((f"ours ({impl}, vocab_sorting)",) + _measure(
             _ours(args.impl, dict(options, vocab_sorting=True)), (x, w, y),
             run, *timing))
-      if dname == "f32" and args.impl in (None, "xla_chunked"):
-        rows.append(("ours (xla_chunked, fused_backward)",) + _measure(
-            _ours(args.impl, dict(options, fused_backward=True)), (x, w, y),
-            run, *timing))
+      if args.impl in (None, "xla_chunked"):
+        for fused, label in ((False, "streaming"), (True, "fused_backward")):
+          rows.append((f"ours (xla_chunked, {label})",) + _measure(
+              _ours(args.impl, dict(options, fused_backward=fused)),
+              (x, w, y), run, *timing))
       if tokamax_impls:
         w_t = jnp.asarray(w.T)
         for t_impl in tokamax_impls:

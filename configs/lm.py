@@ -86,7 +86,9 @@ def get_config(arg=None):
   c.head.label_smoothing = 0.0
   c.head.softcap = 0.0           # 0: no soft-capping
   c.head.ignore_padding = True   # padding targets carry no loss
-  c.head.fused_backward = False
+  # None: the kernel's default (gradients in the forward pass on CPU for
+  # f32, and bf16 without a native bf16 dot; else streaming); True / False.
+  c.head.fused_backward = ml_collections.config_dict.placeholder(bool)
   c.head.filter_eps = "auto"     # 'auto' | 'none' | a float
 
   c.mesh = ml_collections.ConfigDict()

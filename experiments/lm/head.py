@@ -37,7 +37,7 @@ class HeadOptions(NamedTuple):
   softcap: Optional[float] = None
   ignore_padding: bool = True
   implementation: Optional[str] = None
-  fused_backward: bool = False
+  fused_backward: Optional[bool] = None     # None: the kernel's default
   filter_eps: object = "auto"
 
 

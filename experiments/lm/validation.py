@@ -97,8 +97,9 @@ def _check_head(config) -> None:
   if not h.label_smoothing < 1:
     _fail("head.label_smoothing", f"must lie in [0, 1), got "
           f"{h.label_smoothing}")
-  for field in ("ignore_padding", "fused_backward"):
-    _check_bool(h, field, "head.")
+  _check_bool(h, "ignore_padding", "head.")
+  if h.fused_backward is not None:
+    _check_bool(h, "fused_backward", "head.")
   eps = h.filter_eps
   if eps not in ("auto", "none") and (
       isinstance(eps, bool) or not isinstance(eps, numbers.Real) or eps < 0):
