@@ -250,20 +250,20 @@ def linear_cross_entropy(
     fused_backward: ``xla_chunked`` only, used for a scalar reduction with
       ``return_lse=False`` and without ``vocab_axis_name`` /
       ``vocab_sorting``: form ``dX``/``dW`` in the forward pass from
-      full-vocabulary row blocks of ~32 MiB of f32 logits (at most
-      ``block_tokens`` rows): 6 N D V flops instead of 8 and no gradient
-      filter; the temporary is one such row block (f32 inputs: the
-      ``dX``/``dW`` residuals become the gradient buffers; they exist from
-      this forward to this backward, ``V D`` f32 per pending forward when
-      forwards run ahead of backwards, e.g. pipeline microbatches; bf16 /
-      f16 inputs add an f32 ``dW`` accumulator, ``4 V D`` bytes), and the
-      GEMMs lose efficiency when the rows per block get few (very large V).
-      None (default): on CPU for f32 inputs, and for bf16 / f16 inputs on
-      hosts without a native bf16 dot (``xla_chunked.native_bf16_dot()``,
-      e.g. AVX2-only x86), where it is the faster path (BENCHMARKS.md,
-      "Linear cross-entropy on AVX2-only CPUs"); elsewhere the streaming
-      path. False: streaming forward, recomputing backward (smallest memory,
-      with the gradient filter). True: wherever it applies.
+      full-vocabulary blocks of ~32 MiB of f32 logits (vocab-major
+      ``(V, rows)`` tiles, 128 to ``block_tokens`` rows): 6 N D V flops
+      instead of 8, no gradient filter. Temporaries: one or two such
+      tiles; for f32 inputs the f32 ``dX``/``dW`` residuals become the
+      gradient buffers (they exist from this forward to this backward:
+      ``V D`` f32 per pending forward when forwards run ahead of
+      backwards, e.g. pipeline microbatches); bf16 / f16 inputs add f32
+      copies of ``w`` and ``dW``, ``8 V D`` bytes. None (default): on CPU
+      for f32 inputs, and for bf16 / f16 inputs on hosts without a native
+      bf16 dot (``xla_chunked.native_bf16_dot()``, e.g. AVX2-only x86),
+      where it is the faster path (BENCHMARKS.md, "Linear cross-entropy on
+      AVX2-only CPUs"); elsewhere the streaming path. False: streaming
+      forward, recomputing backward (smallest memory, with the gradient
+      filter). True: wherever it applies.
     vocab_axis_name: explicit vocab parallelism (``xla_chunked`` only, without
       ``fused_backward``). None (default): ``w`` holds every class. A mesh
       axis name: the call must run inside ``jax.shard_map`` over that axis;

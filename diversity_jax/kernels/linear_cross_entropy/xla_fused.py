@@ -14,8 +14,10 @@ keeps only the ``(N,)`` lse: for f32 inputs they become the gradient buffers
 (no extra peak when the loss is the last op before the backward, a plain LM
 step), but they are ``V D`` f32 per pending forward where forwards run ahead
 of their backwards (pipeline-parallel microbatches, more forward work after
-the loss); for bf16 / f16 inputs the f32 ``dW`` accumulator is a ``4 V
-D``-byte temporary. No gradient filter.
+the loss); bf16 / f16 inputs add f32 copies of ``w`` (XLA:CPU converts the
+operands of the ``dX`` GEMM, which contracts the tile's leading axis, and
+hoists the convert) and of ``dW`` (the accumulator): ``8 V D`` bytes. No
+gradient filter.
 """
 
 from __future__ import annotations
@@ -210,8 +212,8 @@ def fused_by_default(dtype) -> bool:
   On CPU: f32 inputs, and bf16 / f16 inputs on hosts without a native bf16
   dot (``xla_chunked.native_bf16_dot()``), where each bf16 GEMM runs on f32
   copies and the streaming path's 8 N D V flops cost ~1.3x the reference's
-  time (BENCHMARKS.md). Narrow inputs then hold an f32 ``dW`` accumulator,
-  ``4 V D`` bytes, next to the ``(rows, V)`` tile. Elsewhere (bf16 with a
+  time (BENCHMARKS.md). Narrow inputs then hold f32 copies of ``w`` and
+  ``dW``, ``8 V D`` bytes, next to the ``(V, rows)`` tile. Elsewhere (bf16 with a
   native bf16 dot, GPU / TPU): the streaming path, the smallest memory.
   """
   if jax.default_backend() != "cpu":
