@@ -6,7 +6,8 @@ The step is the training program's (``experiments.lm.step``): the
 parameters, in one run:
 
 * ``fused``: ``diversity_jax.kernels.linear_cross_entropy`` (the default
-  implementation; ``--fused-backward`` adds its f32 ``fused_backward`` row);
+  implementation and options; ``--both-paths`` adds rows with
+  ``fused_backward=False`` (streaming) and ``True``);
 * ``materialized``: the ``N x V`` f32 logits and optax's cross-entropy.
 
 Per vocabulary size and dtype (``bf16``: the model computes in bfloat16, the
@@ -157,8 +158,9 @@ def main(argv=None):
                       help="memory budget of the largest-batch search")
   parser.add_argument("--no-batch-search", action="store_true")
   parser.add_argument("--memory-only", action="store_true")
-  parser.add_argument("--fused-backward", action="store_true",
-                      help="add the f32 fused_backward head")
+  parser.add_argument("--both-paths", action="store_true",
+                      help="add the fused head with fused_backward=False "
+                           "(streaming) and =True")
   parser.add_argument("--implementation", default=None,
                       help="the fused head's implementation (default: the "
                            "backend's)")
@@ -185,9 +187,11 @@ def main(argv=None):
       tokens = _tokens(args.batch, args.seq_len, v)
       heads = [("fused", head_lib.HeadOptions(
           implementation=args.implementation))]
-      if args.fused_backward and dname == "f32":
-        heads.append(("fused, fused_backward", head_lib.HeadOptions(
-            implementation=args.implementation, fused_backward=True)))
+      if args.both_paths:
+        heads += [(f"fused, {label}", head_lib.HeadOptions(
+            implementation=args.implementation, fused_backward=fused))
+                  for fused, label in ((False, "streaming"),
+                                       (True, "fused_backward"))]
       heads.append(("materialized",
                     head_lib.HeadOptions(lm_head="materialized")))
       fns = [_step_fn(model, opts) for _, opts in heads]
