@@ -223,8 +223,10 @@ def test_cpu_defaults_follow_the_native_bf16_dot(monkeypatch):
                                      block_vocab=512)
     assert (fused_tile in trace(x, w)) is not native
     assert fused_tile in trace(f32(x), f32(w))
-    # Per-row losses and vocab sorting stream under the default.
+    # Vocab sorting and a numeric filter_eps stream under the default.
     assert fused_tile not in trace(f32(x), f32(w), vocab_sorting=True)
+    assert fused_tile not in trace(f32(x), f32(w), filter_eps=1e-6)
+    assert fused_tile in trace(f32(x), f32(w), filter_eps=None)
 
 
 def test_fused_backward_nan_input_and_out_of_range_labels():

@@ -261,9 +261,10 @@ def linear_cross_entropy(
       for f32 inputs, and for bf16 / f16 inputs on hosts without a native
       bf16 dot (``xla_chunked.native_bf16_dot()``, e.g. AVX2-only x86),
       where it is the faster path (BENCHMARKS.md, "Linear cross-entropy on
-      AVX2-only CPUs"); elsewhere the streaming path. False: streaming
-      forward, recomputing backward (smallest memory, with the gradient
-      filter). True: wherever it applies.
+      AVX2-only CPUs"), unless ``vocab_sorting=True`` or a numeric
+      ``filter_eps`` asks for the filter; elsewhere the streaming path.
+      False: streaming forward, recomputing backward (smallest memory, with
+      the gradient filter). True: wherever it applies.
     vocab_axis_name: explicit vocab parallelism (``xla_chunked`` only, without
       ``fused_backward``). None (default): ``w`` holds every class. A mesh
       axis name: the call must run inside ``jax.shard_map`` over that axis;
@@ -394,7 +395,9 @@ def linear_cross_entropy(
     if val is not None:
       options[name] = val
   if fused_backward is None:
+    # A numeric filter_eps or vocab_sorting asks for the streaming filter.
     fused_backward = (vocab_axis_name is None and not vocab_sorting
+                      and isinstance(filter_eps, (str, type(None)))
                       and xla_fused.fused_by_default(cdt))
   if (n > 0 and impl == "xla_chunked" and fused_backward
       and xla_fused.fused_applies(reduction, return_lse)):
