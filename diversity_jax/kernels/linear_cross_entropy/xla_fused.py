@@ -56,9 +56,10 @@ def _fused_forward(x, w, labels, invalid, bias, k, hp, ignore_index, reduction,
   gradient scaled by ``weights_i``; ``'mean'`` divides by ``sum_i weights_i
   k_{y_i}`` over the non-ignored rows).
 
-  Each block materializes its full-vocabulary ``(bt, V)`` f32 logits once:
-  lse, loss and ``G`` come from the same tile, then ``dX_i = G W`` and
-  ``dW += G^T X_i`` (Liger-Kernel's chunking, Hsu et al. 2024, Sec. 3.2).
+  Each block materializes its full-vocabulary f32 logits once, vocab-major
+  (``S_i^T = W X_i^T``, ``(V, bt)``): lse, loss and ``G_i^T`` come from the
+  same tile, then ``dX_i = G_i W`` and ``dW += G_i^T X_i`` (Liger-Kernel's
+  chunking, Hsu et al. 2024, Sec. 3.2).
   Rows with an ``invalid`` label get NaN in their loss and cotangent, as the
   streaming paths' per-row loss gets in ``api.linear_cross_entropy``.
   """
