@@ -103,10 +103,31 @@ def _evaluate(x, w, labels, bias, class_weights, ct_loss, ct_lse, kw):
   return (loss, lse) + tuple(vjp((ct_loss, ct_lse)))
 
 
+@functools.partial(jax.jit, static_argnames=("kw",))
+def _evaluate_loss_only(x, w, labels, bias, class_weights, ct_loss, kw):
+  def f(x, w, bias):
+    return linear_cross_entropy(x, w, labels, bias=bias,
+                                class_weights=class_weights, **dict(kw))
+  loss, vjp = jax.vjp(f, x, w, bias)
+  _, lse = linear_cross_entropy(x, w, labels, bias=bias,
+                                class_weights=class_weights, return_lse=True,
+                                **dict(kw))
+  return (loss, lse) + tuple(vjp(ct_loss))
+
+
 def evaluate(x, w, labels, *, bias=None, class_weights=None, seed=1,
-             lse_cotangent=True, **kw):
-  """(loss, lse, dx, dw, dbias) under jit for ``cotangents(...)``."""
+             lse_cotangent=True, lse_output=True, **kw):
+  """(loss, lse, dx, dw, dbias) under jit for ``cotangents(...)``.
+
+  ``lse_output=False`` (needs ``lse_cotangent=False``): the gradients come
+  from a call without ``return_lse`` (the ``fused_backward`` path applies
+  only there); the lse from a second, forward-only call.
+  """
   ct = cotangents(labels, kw.get("reduction", "mean"), seed, lse_cotangent)
+  if not lse_output:
+    assert not lse_cotangent, "lse_output=False takes no lse cotangent"
+    return _evaluate_loss_only(x, w, labels, bias, class_weights, ct[0],
+                               tuple(sorted(kw.items())))
   return _evaluate(x, w, labels, bias, class_weights, *ct,
                    tuple(sorted(kw.items())))
 

@@ -58,9 +58,13 @@ class LceContract:
     opts.update(kw)
     return C.evaluate(x, w, y, implementation=impl or self.IMPL, **opts)
 
+  def expected(self, x, w, y, **kw):
+    """The float64 brute force of what ``run`` computes."""
+    return C.numpy_evaluate(x, w, y, **kw)
+
   def compare(self, x, w, y, rtol=None, atol=None, **kw):
     got = self.run(x, w, y, **kw)
-    want = C.numpy_evaluate(x, w, y, **kw)
+    want = self.expected(x, w, y, **kw)
     tol = self.F32_TOL if atol is None else atol
     C.assert_tree_close(got, want, rtol=rtol or tol, atol=tol)
     return got, want
@@ -76,7 +80,7 @@ class LceContract:
     x, w, y = inputs[:3]
     kw = dict(_kwargs("all", inputs), reduction="sum")
     got = self.run(x, w, y, **kw)
-    want = C.numpy_evaluate(x, w, y, **kw)   # float64 on the bf16 values
+    want = self.expected(x, w, y, **kw)   # float64 on the bf16 values
     assert got[2].dtype == jnp.bfloat16 and got[3].dtype == jnp.bfloat16
     assert got[0].dtype == jnp.float32 and got[1].dtype == jnp.float32
     # loss: sum over N rows of length-D dots; dX: length-V sums; dW: length-N.
@@ -137,7 +141,7 @@ class LceContract:
     x, w, y, bias, _, x_c, y_c = C.bad_inputs(10, 4, 20, seed=13)
     kw = dict(bias=bias, reduction="none")
     got = self.run(x, w, y, **kw)
-    C.assert_bad_rows(got, C.numpy_evaluate(x_c, w, y_c, **kw),
+    C.assert_bad_rows(got, self.expected(x_c, w, y_c, **kw),
                       rtol=self.F32_TOL, atol=self.F32_TOL)
     # A filter bound of 2 skips every tile without a NaN coefficient: the
     # NaN still reaches dX and every block of dW / db; the mean is NaN.

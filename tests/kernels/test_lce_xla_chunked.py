@@ -23,10 +23,32 @@ class TestXlaChunked(lce_contract.LceContract):
 
 
 class TestXlaChunkedFusedBackward(lce_contract.LceContract):
-  """Gradients in the forward pass (scalar losses; ``'none'`` and the lse
-  output stream)."""
+  """Gradients in the forward pass. It applies to scalar losses without the
+  lse output, so those are differentiated without ``return_lse`` (and
+  without an lse cotangent); ``'none'`` streams."""
   IMPL = "xla_chunked"
   OPTIONS = {"block_tokens": 16, "block_vocab": 16, "fused_backward": True}
+
+  @staticmethod
+  def _scalar(kw):
+    return kw.get("reduction", "mean") != "none"
+
+  def run(self, x, w, y, impl=None, **kw):
+    if self._scalar(kw):
+      kw.update(lse_cotangent=False, lse_output=False)
+    return super().run(x, w, y, impl, **kw)
+
+  def expected(self, x, w, y, **kw):
+    if self._scalar(kw):
+      kw["lse_cotangent"] = False
+    return super().expected(x, w, y, **kw)
+
+  def test_filter(self):
+    """No gradient filter on this path: a bound of 2, which drops every
+    tile of the streaming path, leaves the exact gradients."""
+    x, w, y = C.make_inputs(lce_contract.N, lce_contract.D, lce_contract.V,
+                            seed=7)[:3]
+    self.compare(x, w, y, filter_eps=2.0)
 
 
 def test_blocks_larger_than_inputs():
