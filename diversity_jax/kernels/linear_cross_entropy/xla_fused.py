@@ -42,8 +42,9 @@ from diversity_jax.kernels.linear_cross_entropy.xla_chunked import _vary
 from diversity_jax.kernels.linear_cross_entropy.xla_chunked import varying_axes
 
 #: The fused path's logit tiles are vocab-major, ``(V, rows) = W x_blk^T``:
-#: XLA:CPU's Eigen GEMMs run the ``(rows, V)`` orientation's logit and ``dW``
-#: products at 35-75% of their speed for a few hundred rows (BENCHMARKS.md);
+#: XLA:CPU's Eigen GEMMs run the ``(rows, V)`` logit GEMM at a quarter to two
+#: thirds of the ``(V, rows)`` one's rate for 64-1024 rows, YNNPACK's at
+#: about the same (``benchmarks/lce_tile_orientation.py``, BENCHMARKS.md);
 #: ``dW`` chunks are then contiguous row slices of the tile.
 AXIS = _math.VOCAB_MAJOR
 
@@ -188,7 +189,7 @@ _reduced.defvjp(_reduced_fwd, _reduced_bwd)
 
 
 #: Fewest token rows per fused block: below ~128 rows the tile GEMMs slow
-#: down (XLA:CPU with Eigen: 65 GFLOP per CPU-s at 64 rows against 81-88 at
+#: down (XLA:CPU with Eigen: 65 GFLOP per CPU-s at 64 rows against 75-87 at
 #: 128-256, V = 65536, D = 1024; BENCHMARKS.md), so for V > 65536 the tile
 #: grows past the budget instead (64 MiB at V = 131072).
 MIN_FUSED_ROWS = 128
