@@ -89,7 +89,7 @@ def _footprint(compiled) -> int:
   return int(mem.temp_size_in_bytes + mem.argument_size_in_bytes)
 
 
-def largest_batch(fn, state, seq_len, vocab, budget, probe=(4, 8)):
+def largest_batch(fn, state, seq_len, budget, probe=(4, 8)):
   """Largest batch whose footprint fits ``budget`` bytes (0 if none).
 
   The footprint is affine in the batch: two probes give the line, its root
@@ -99,8 +99,8 @@ def largest_batch(fn, state, seq_len, vocab, budget, probe=(4, 8)):
   """
   cache = {}
 
+  # Compiled only, never run: the token batch is a shape.
   tokens = lambda b: jax.ShapeDtypeStruct((b, seq_len + 1), jnp.int32)
-  del vocab   # shapes only: nothing is run
 
   def fits(b):
     if b not in cache:
@@ -205,7 +205,7 @@ def main(argv=None):
       if args.no_batch_search:
         batches = ["-"] * len(heads)
       else:
-        batches = [largest_batch(fn, state, args.seq_len, v, budget)
+        batches = [largest_batch(fn, state, args.seq_len, budget)
                    for fn in fns]
       (ref_temp, (ref_wall, ref_cpu)) = temps[-1], times[-1]
       for (name, _), temp, (wall, cpu), b in zip(heads, temps, times,

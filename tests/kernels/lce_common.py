@@ -93,25 +93,18 @@ def cotangents(labels, reduction, seed=1, lse_cotangent=True):
   return ct_loss.astype(np.float32), ct_lse.astype(np.float32)
 
 
-@functools.partial(jax.jit, static_argnames=("kw",))
-def _evaluate(x, w, labels, bias, class_weights, ct_loss, ct_lse, kw):
-  def f(x, w, bias):
+@functools.partial(jax.jit, static_argnames=("kw", "lse_output"))
+def _evaluate(x, w, labels, bias, class_weights, ct_loss, ct_lse, kw,
+              lse_output):
+  def f(x, w, bias, return_lse=lse_output):
     return linear_cross_entropy(x, w, labels, bias=bias,
-                                class_weights=class_weights, return_lse=True,
-                                **dict(kw))
-  (loss, lse), vjp = jax.vjp(f, x, w, bias)
-  return (loss, lse) + tuple(vjp((ct_loss, ct_lse)))
-
-
-@functools.partial(jax.jit, static_argnames=("kw",))
-def _evaluate_loss_only(x, w, labels, bias, class_weights, ct_loss, kw):
-  def f(x, w, bias):
-    return linear_cross_entropy(x, w, labels, bias=bias,
-                                class_weights=class_weights, **dict(kw))
+                                class_weights=class_weights,
+                                return_lse=return_lse, **dict(kw))
+  if lse_output:
+    (loss, lse), vjp = jax.vjp(f, x, w, bias)
+    return (loss, lse) + tuple(vjp((ct_loss, ct_lse)))
   loss, vjp = jax.vjp(f, x, w, bias)
-  _, lse = linear_cross_entropy(x, w, labels, bias=bias,
-                                class_weights=class_weights, return_lse=True,
-                                **dict(kw))
+  _, lse = f(x, w, bias, return_lse=True)
   return (loss, lse) + tuple(vjp(ct_loss))
 
 
@@ -123,13 +116,11 @@ def evaluate(x, w, labels, *, bias=None, class_weights=None, seed=1,
   from a call without ``return_lse`` (the ``fused_backward`` path applies
   only there); the lse from a second, forward-only call.
   """
+  assert lse_output or not lse_cotangent, (
+      "lse_output=False takes no lse cotangent")
   ct = cotangents(labels, kw.get("reduction", "mean"), seed, lse_cotangent)
-  if not lse_output:
-    assert not lse_cotangent, "lse_output=False takes no lse cotangent"
-    return _evaluate_loss_only(x, w, labels, bias, class_weights, ct[0],
-                               tuple(sorted(kw.items())))
   return _evaluate(x, w, labels, bias, class_weights, *ct,
-                   tuple(sorted(kw.items())))
+                   tuple(sorted(kw.items())), lse_output)
 
 
 def numpy_evaluate(x, w, labels, *, bias=None, class_weights=None, seed=1,

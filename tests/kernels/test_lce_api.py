@@ -55,6 +55,8 @@ def _good():
     (dict(filter_eps="fast"), "`filter_eps` must be 'auto'", ValueError),
     (dict(filter_eps=-1.0), "`filter_eps` must lie in", ValueError),
     (dict(block_vocab=0), "`block_vocab` must be a positive int", ValueError),
+    (dict(fused_backward=1), "`fused_backward` must be None or a Python bool",
+     TypeError),
 ])
 def test_bad_input_raises_at_trace_time(change, match, error):
   x, w, y = _good()

@@ -215,8 +215,9 @@ def fused_by_default(dtype) -> bool:
   dot (``xla_chunked.native_bf16_dot()``), where each bf16 GEMM runs on f32
   copies and the streaming path's 8 N D V flops cost ~1.3x the reference's
   time (BENCHMARKS.md). Narrow inputs then hold f32 copies of ``w`` and
-  ``dW``, ``8 V D`` bytes, next to the ``(V, rows)`` tile. Elsewhere (bf16 with a
-  native bf16 dot, GPU / TPU): the streaming path, the smallest memory.
+  ``dW``, ``8 V D`` bytes, next to the ``(V, rows)`` tile. Elsewhere (bf16
+  with a native bf16 dot, GPU / TPU): the streaming path, the smallest
+  memory.
   """
   if jax.default_backend() != "cpu":
     return False
